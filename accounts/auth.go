@@ -1,0 +1,147 @@
+package accounts
+
+import (
+	"errors"
+	"mime"
+	"net/http"
+	"net/url"
+	"strings"
+	"unicode/utf8"
+
+	"go.uber.org/zap"
+)
+
+// maxFullNameLen bounds profile names (API.md).
+const maxFullNameLen = 200
+
+func trimEmail(email string) string { return strings.TrimSpace(email) }
+
+// handleRegister serves POST /api/auth/register.
+func (s *Service) handleRegister(w http.ResponseWriter, r *http.Request) error {
+	body, err := readJSONBody(w, r)
+	if err != nil {
+		return err
+	}
+	email := trimEmail(body.String("email"))
+	password := body.String("password")
+	fullName, _ := body.OptionalString("full_name")
+	if _, ok := body.raw["email"]; ok && len(body.errs.Fields) == 0 {
+		if msg := checkEmail(email); msg != "" {
+			body.errs.add("value_error", msg, "body", "email")
+		}
+	}
+	if _, ok := body.raw["password"]; ok {
+		for _, msg := range CheckPasswordPolicy(password) {
+			body.Fail("password", msg)
+		}
+	}
+	if fullName != nil && utf8.RuneCountInString(*fullName) > maxFullNameLen {
+		body.errs.add("string_too_long", "String should have at most 200 characters", "body", "full_name")
+	}
+	if err := body.Finish(); err != nil {
+		return err
+	}
+
+	hash, err := s.hasher.Hash(r.Context(), password)
+	if err != nil {
+		return err
+	}
+	u, err := s.createUser(r.Context(), email, hash, RoleUser, fullName)
+	if err != nil {
+		return err
+	}
+	s.log.Info("user registered", zap.String("user_id", u.ID))
+	writeJSON(w, http.StatusCreated, u)
+	return nil
+}
+
+// tokenResponse is the body of a successful login.
+type tokenResponse struct {
+	AccessToken string `json:"access_token"`
+	TokenType   string `json:"token_type"`
+	ExpiresIn   int64  `json:"expires_in"`
+}
+
+var (
+	errBadLogin     = bearerError("Incorrect email or password")
+	errInactiveUser = newError(http.StatusForbidden, "Inactive user")
+)
+
+// readLoginForm reads the OAuth2 password-flow form. Like FastAPI, an
+// empty value counts as missing.
+func readLoginForm(w http.ResponseWriter, r *http.Request) (username, password string, err error) {
+	body, err := readBody(w, r)
+	if err != nil {
+		return "", "", err
+	}
+	var form url.Values
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if mt == "application/x-www-form-urlencoded" {
+		form, err = url.ParseQuery(string(body))
+		if err != nil {
+			form = url.Values{}
+		}
+	} else {
+		form = url.Values{}
+	}
+	var v ValidationError
+	username, password = form.Get("username"), form.Get("password")
+	if username == "" {
+		v.add("missing", msgMissing, "body", "username")
+	}
+	if password == "" {
+		v.add("missing", msgMissing, "body", "password")
+	}
+	if gt := form.Get("grant_type"); gt != "" && gt != "password" {
+		v.add("string_pattern_mismatch", "String should match pattern '^password$'", "body", "grant_type")
+	}
+	return username, password, v.err()
+}
+
+// handleLogin serves POST /api/auth/login: the OAuth2 password flow.
+// An unknown email and a wrong password give the same answer in about the
+// same time; the inactive state is only told to someone who knows the
+// password.
+func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) error {
+	username, password, err := readLoginForm(w, r)
+	if err != nil {
+		return err
+	}
+	ctx := r.Context()
+	u, hash, err := s.userByEmail(ctx, trimEmail(username))
+	if errors.Is(err, errNoUser) {
+		s.hasher.VerifyDummy(ctx, password)
+		return errBadLogin
+	}
+	if err != nil {
+		return err
+	}
+	rehash, err := s.hasher.Verify(ctx, password, hash)
+	if errors.Is(err, ErrMismatch) {
+		s.log.Info("login failed", zap.String("user_id", u.ID))
+		return errBadLogin
+	}
+	if err != nil {
+		return err
+	}
+	if !u.IsActive {
+		return errInactiveUser
+	}
+	if rehash {
+		if newHash, err := s.hasher.Hash(ctx, password); err == nil {
+			if err := s.setPasswordHash(ctx, u.ID, newHash); err != nil {
+				s.log.Warn("could not upgrade password hash", zap.String("user_id", u.ID), zap.Error(err))
+			}
+		}
+	}
+	token, _, err := s.tokens.Issue(u)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, tokenResponse{
+		AccessToken: token,
+		TokenType:   "bearer",
+		ExpiresIn:   int64(s.tokens.Lifetime().Seconds()),
+	})
+	return nil
+}

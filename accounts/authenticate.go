@@ -1,0 +1,96 @@
+package accounts
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+)
+
+// UserIDHeader is the header that tells upstream services who the user
+// is. Only the gateway may set it.
+const UserIDHeader = "X-User-Id"
+
+// Principal is the authenticated caller of a request.
+type Principal struct {
+	// User is the caller's current account, as stored now, not as the
+	// token described it when it was issued.
+	User *User
+	// Claims are the verified claims of the access token.
+	Claims *Claims
+}
+
+// bearerToken returns the token of an "Authorization: Bearer" header, as
+// FastAPI's OAuth2PasswordBearer reads it (scheme in any letter case).
+func bearerToken(r *http.Request) (string, bool) {
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "bearer") {
+		return "", false
+	}
+	token = strings.TrimSpace(token)
+	return token, token != ""
+}
+
+// Authenticate verifies the request's access token and loads its user,
+// who must still exist and be active. It returns the API's 401 errors, or
+// an unavailable error when the database cannot be reached.
+func (s *Service) Authenticate(r *http.Request) (*Principal, error) {
+	token, ok := bearerToken(r)
+	if !ok {
+		return nil, errNotAuthenticated
+	}
+	claims, err := s.tokens.Verify(token)
+	if err != nil {
+		return nil, errInvalidCredentials
+	}
+	u, err := s.UserByID(r.Context(), claims.Subject)
+	if errors.Is(err, errNoUser) {
+		return nil, errInvalidCredentials
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !u.IsActive {
+		return nil, errInvalidCredentials
+	}
+	return &Principal{User: u, Claims: claims}, nil
+}
+
+// Authorize checks that p has role, or returns the API's 403. Any role
+// passes an empty requirement; an admin passes every requirement.
+func Authorize(p *Principal, role string) error {
+	if role == "" || p.User.Role == role || p.User.Role == RoleAdmin {
+		return nil
+	}
+	return errForbidden
+}
+
+// StripIdentityHeaders removes every header a client could use to pose as
+// a user: X-User-Id in any letter case, and spellings that some servers
+// read as the same header (X_User_Id, with underscores).
+func StripIdentityHeaders(h http.Header) {
+	for name := range h {
+		if isIdentityHeader(name) {
+			delete(h, name)
+		}
+	}
+}
+
+func isIdentityHeader(name string) bool {
+	const want = "x-user-id"
+	if len(name) != len(want) {
+		return false
+	}
+	for i := 0; i < len(want); i++ {
+		c := name[i]
+		if c == '_' {
+			c = '-'
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != want[i] {
+			return false
+		}
+	}
+	return true
+}

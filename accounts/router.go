@@ -1,0 +1,101 @@
+package accounts
+
+import (
+	"net/http"
+
+	"go.uber.org/zap"
+)
+
+// apiFunc is a handler that returns its error instead of writing it.
+type apiFunc func(w http.ResponseWriter, r *http.Request) error
+
+// authedFunc is a handler for an authenticated caller.
+type authedFunc func(w http.ResponseWriter, r *http.Request, p *Principal) error
+
+// Handler returns the JSON API as an http.Handler that serves the paths
+// under /api that the accounts system owns. Any other path gets FastAPI's
+// 404 and a wrong method its 405, both as JSON.
+func (s *Service) Handler() http.Handler {
+	mux := http.NewServeMux()
+	handle := func(pattern string, f apiFunc) { mux.Handle(pattern, s.serve(f)) }
+	authed := func(pattern string, f authedFunc) { handle(pattern, s.withPrincipal("", f)) }
+
+	handle("GET /api/health", s.handleHealth)
+	handle("POST /api/auth/register", s.handleRegister)
+	handle("POST /api/auth/login", s.handleLogin)
+	authed("GET /api/users/me", s.handleMe)
+
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		StripIdentityHeaders(r.Header)
+		h, pattern := mux.Handler(r)
+		if pattern == "" {
+			// No route: let the mux decide between 404 and 405 (it also
+			// sets Allow), then answer in the API's JSON shape.
+			rec := &statusRecorder{header: w.Header()}
+			h.ServeHTTP(rec, r)
+			err := errNotFound
+			if rec.status == http.StatusMethodNotAllowed {
+				err = errMethodNotAllowed
+			}
+			writeErrorResponse(w, err)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// serve adapts an apiFunc to http.Handler, writing its error.
+func (s *Service) serve(f apiFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := f(w, r); err != nil {
+			s.WriteError(w, r, err)
+		}
+	})
+}
+
+// WriteError writes err to the client in FastAPI's error shape and logs
+// what the client must not see: the cause of every 5xx.
+func (s *Service) WriteError(w http.ResponseWriter, r *http.Request, err error) {
+	status, _, _ := errorStatus(err)
+	if status >= 500 {
+		s.log.Error("request failed",
+			zap.String("method", r.Method), zap.String("path", r.URL.Path),
+			zap.Int("status", status), zap.Error(err))
+	}
+	writeErrorResponse(w, err)
+}
+
+// withPrincipal authenticates the request, checks role (if any) against
+// the user's current role, and calls f.
+func (s *Service) withPrincipal(role string, f authedFunc) apiFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		p, err := s.Authenticate(r)
+		if err != nil {
+			return err
+		}
+		if err := Authorize(p, role); err != nil {
+			return err
+		}
+		return f(w, r, p)
+	}
+}
+
+// handleHealth serves GET /api/health: 200 when the database answers.
+func (s *Service) handleHealth(w http.ResponseWriter, r *http.Request) error {
+	if err := s.Ping(r.Context()); err != nil {
+		s.log.Warn("health check: database unreachable", zap.Error(err))
+		return newError(http.StatusServiceUnavailable, "Database unavailable")
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+// statusRecorder captures the status a fallback handler would send.
+type statusRecorder struct {
+	header http.Header
+	status int
+}
+
+func (r *statusRecorder) Header() http.Header         { return r.header }
+func (r *statusRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (r *statusRecorder) WriteHeader(status int)      { r.status = status }

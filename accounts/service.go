@@ -1,0 +1,99 @@
+// Package accounts is the account domain of the gateway: users, profiles,
+// passwords, tokens and settings, and the plain net/http handlers of the
+// JSON API. It knows nothing of Caddy; the caddymodule package wires it in.
+package accounts
+
+import (
+	"crypto/rsa"
+	"errors"
+	"fmt"
+	"runtime"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+)
+
+// Defaults of Config.
+const (
+	DefaultTokenLifetime = 8 * time.Hour
+	DefaultLeeway        = 30 * time.Second
+	DefaultIssuer        = "caddy-accounts"
+	connectTimeout       = 5 * time.Second
+)
+
+// Config holds the tunables of a Service. Zero values mean the defaults.
+type Config struct {
+	// TokenLifetime is how long an access token is valid (default 8h).
+	TokenLifetime time.Duration
+	// Leeway is the clock skew tolerated on exp and iat (default 30s).
+	Leeway time.Duration
+	// Issuer is the "iss" claim set and required (default "caddy-accounts").
+	Issuer string
+	// Argon2 are the password-hash parameters (default OWASP's).
+	Argon2 Argon2Params
+	// HashConcurrency bounds concurrent password hashes (default: the
+	// number of CPUs).
+	HashConcurrency int
+}
+
+func (c *Config) setDefaults() {
+	if c.TokenLifetime == 0 {
+		c.TokenLifetime = DefaultTokenLifetime
+	}
+	if c.Leeway == 0 {
+		c.Leeway = DefaultLeeway
+	}
+	if c.Issuer == "" {
+		c.Issuer = DefaultIssuer
+	}
+	if c.Argon2 == (Argon2Params{}) {
+		c.Argon2 = DefaultArgon2Params
+	}
+	if c.HashConcurrency == 0 {
+		c.HashConcurrency = runtime.GOMAXPROCS(0)
+	}
+}
+
+// Service is the account system: it owns no resources itself (the pool
+// belongs to the caller) and is safe for concurrent use.
+type Service struct {
+	db     *pgxpool.Pool
+	tokens *TokenIssuer
+	hasher *Hasher
+	log    *zap.Logger
+	cfg    Config
+}
+
+// New returns a Service using pool for storage and keys for tokens. A nil
+// key set makes a service that can manage accounts (the command line's
+// create-admin) but neither issues nor accepts tokens.
+func New(pool *pgxpool.Pool, keys *KeySet, cfg Config, log *zap.Logger) (*Service, error) {
+	if pool == nil {
+		return nil, errors.New("accounts: no database pool")
+	}
+	if keys == nil {
+		keys = &KeySet{verifiers: map[string]*rsa.PublicKey{}}
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	cfg.setDefaults()
+	if cfg.TokenLifetime < time.Minute {
+		return nil, fmt.Errorf("accounts: token lifetime %s is too short", cfg.TokenLifetime)
+	}
+	hasher, err := NewHasher(cfg.Argon2, cfg.HashConcurrency)
+	if err != nil {
+		return nil, fmt.Errorf("accounts: %w", err)
+	}
+	return &Service{
+		db:     pool,
+		tokens: NewTokenIssuer(keys, cfg.Issuer, cfg.TokenLifetime, cfg.Leeway),
+		hasher: hasher,
+		log:    log,
+		cfg:    cfg,
+	}, nil
+}
+
+// Tokens returns the service's token issuer.
+func (s *Service) Tokens() *TokenIssuer { return s.tokens }

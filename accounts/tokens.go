@@ -1,0 +1,153 @@
+package accounts
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Claims are the claims of an access token (API.md, "Tokens").
+type Claims struct {
+	jwt.RegisteredClaims
+	Email string `json:"email"`
+	Role  string `json:"role"`
+}
+
+// KeySet holds the RSA key that signs new tokens and every public key
+// whose tokens are still accepted. A key can be rotated by making a new
+// one the signer while the old one stays in the set to verify.
+type KeySet struct {
+	signer    *rsa.PrivateKey
+	signerKID string
+	verifiers map[string]*rsa.PublicKey
+	all       jwt.VerificationKeySet
+}
+
+// NewKeySet builds a key set from the signing key and extra public keys
+// that only verify. A nil signer makes a verify-only set.
+func NewKeySet(signer *rsa.PrivateKey, verifyOnly ...*rsa.PublicKey) (*KeySet, error) {
+	ks := &KeySet{signer: signer, verifiers: map[string]*rsa.PublicKey{}}
+	pubs := verifyOnly
+	if signer != nil {
+		ks.signerKID = KeyID(&signer.PublicKey)
+		pubs = append([]*rsa.PublicKey{&signer.PublicKey}, verifyOnly...)
+	}
+	for _, pub := range pubs {
+		kid := KeyID(pub)
+		if _, dup := ks.verifiers[kid]; dup {
+			continue
+		}
+		ks.verifiers[kid] = pub
+		ks.all.Keys = append(ks.all.Keys, pub)
+	}
+	if len(ks.verifiers) == 0 {
+		return nil, errors.New("no key configured")
+	}
+	return ks, nil
+}
+
+// SigningKeyID returns the kid of the signing key, or "" for a
+// verify-only set.
+func (ks *KeySet) SigningKeyID() string { return ks.signerKID }
+
+// PublicKeys returns the verification keys by kid.
+func (ks *KeySet) PublicKeys() map[string]*rsa.PublicKey { return ks.verifiers }
+
+// TokenIssuer signs and verifies access tokens.
+type TokenIssuer struct {
+	keys     *KeySet
+	issuer   string
+	lifetime time.Duration
+	leeway   time.Duration
+	parser   *jwt.Parser
+	now      func() time.Time
+}
+
+// NewTokenIssuer returns a TokenIssuer. An empty issuer neither sets nor
+// checks "iss".
+func NewTokenIssuer(keys *KeySet, issuer string, lifetime, leeway time.Duration) *TokenIssuer {
+	opts := []jwt.ParserOption{
+		jwt.WithValidMethods([]string{jwt.SigningMethodRS256.Alg()}),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(leeway),
+	}
+	if issuer != "" {
+		opts = append(opts, jwt.WithIssuer(issuer))
+	}
+	return &TokenIssuer{
+		keys:     keys,
+		issuer:   issuer,
+		lifetime: lifetime,
+		leeway:   leeway,
+		parser:   jwt.NewParser(opts...),
+		now:      time.Now,
+	}
+}
+
+// Lifetime is how long an issued token is valid.
+func (ti *TokenIssuer) Lifetime() time.Duration { return ti.lifetime }
+
+// Issue signs an access token for u.
+func (ti *TokenIssuer) Issue(u *User) (string, *Claims, error) {
+	if ti.keys.signer == nil {
+		return "", nil, errors.New("no signing key configured")
+	}
+	now := ti.now().Truncate(time.Second)
+	jti := make([]byte, 16)
+	if _, err := rand.Read(jti); err != nil {
+		return "", nil, fmt.Errorf("reading token id: %w", err)
+	}
+	claims := &Claims{
+		RegisteredClaims: jwt.RegisteredClaims{
+			Subject:   u.ID,
+			Issuer:    ti.issuer,
+			IssuedAt:  jwt.NewNumericDate(now),
+			ExpiresAt: jwt.NewNumericDate(now.Add(ti.lifetime)),
+			ID:        hex.EncodeToString(jti),
+		},
+		Email: u.Email,
+		Role:  u.Role,
+	}
+	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
+	tok.Header["kid"] = ti.keys.signerKID
+	signed, err := tok.SignedString(ti.keys.signer)
+	if err != nil {
+		return "", nil, fmt.Errorf("signing token: %w", err)
+	}
+	return signed, claims, nil
+}
+
+// Verify checks a token's signature (RS256 only, by kid, or against every
+// known key when the token has no kid, as the old backend's tokens do),
+// expiry, issue time and issuer, and that its subject is a UUID.
+func (ti *TokenIssuer) Verify(token string) (*Claims, error) {
+	claims := &Claims{}
+	_, err := ti.parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
+		kid, present := t.Header["kid"]
+		if !present {
+			return ti.keys.all, nil
+		}
+		s, ok := kid.(string)
+		if !ok {
+			return nil, errors.New("kid is not a string")
+		}
+		key, ok := ti.keys.verifiers[s]
+		if !ok {
+			return nil, errors.New("unknown kid")
+		}
+		return key, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !isUUID(claims.Subject) {
+		return nil, errors.New("subject is not a UUID")
+	}
+	return claims, nil
+}

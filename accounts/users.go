@@ -1,0 +1,142 @@
+package accounts
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Roles a user can have.
+const (
+	RoleUser  = "user"
+	RoleAdmin = "admin"
+)
+
+// User is an account as the API shows it. The password hash is never
+// part of it.
+type User struct {
+	ID        string    `json:"id"`
+	Email     string    `json:"email"`
+	Role      string    `json:"role"`
+	IsActive  bool      `json:"is_active"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// userColumns are selected, in this order, by scanUser.
+const userColumns = "id::text, email, role::text, is_active, created_at, updated_at"
+
+func scanUser(row pgx.Row, extra ...any) (*User, error) {
+	u := &User{}
+	dest := append([]any{&u.ID, &u.Email, &u.Role, &u.IsActive, &u.CreatedAt, &u.UpdatedAt}, extra...)
+	if err := row.Scan(dest...); err != nil {
+		return nil, err
+	}
+	u.CreatedAt = u.CreatedAt.UTC()
+	u.UpdatedAt = u.UpdatedAt.UTC()
+	return u, nil
+}
+
+// errNoUser is returned by the lookups below when no row matches.
+var errNoUser = errors.New("no such user")
+
+// UserByID loads a user by id.
+func (s *Service) UserByID(ctx context.Context, id string) (*User, error) {
+	u, err := scanUser(s.db.QueryRow(ctx, "SELECT "+userColumns+" FROM users WHERE id = $1", id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, errNoUser
+	}
+	if err != nil {
+		return nil, fmt.Errorf("loading user: %w", err)
+	}
+	return u, nil
+}
+
+// userByEmail loads a user and their password hash by email, in any
+// letter case.
+func (s *Service) userByEmail(ctx context.Context, email string) (*User, string, error) {
+	var hash string
+	u, err := scanUser(s.db.QueryRow(ctx,
+		"SELECT "+userColumns+", hashed_password FROM users WHERE lower(email) = lower($1)", email), &hash)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, "", errNoUser
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("loading user: %w", err)
+	}
+	return u, hash, nil
+}
+
+// errEmailTaken is returned by createUser for a duplicate email.
+var errEmailTaken = newError(http.StatusConflict, "Email already registered")
+
+// createUser inserts a user and their profile in one transaction.
+func (s *Service) createUser(ctx context.Context, email, hash, role string, fullName *string) (*User, error) {
+	var u *User
+	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		var err error
+		u, err = scanUser(tx.QueryRow(ctx,
+			"INSERT INTO users (email, hashed_password, role) VALUES ($1, $2, $3) RETURNING "+userColumns,
+			email, hash, role))
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, "INSERT INTO profiles (user_id, full_name) VALUES ($1, $2)", u.ID, fullName)
+		return err
+	})
+	if isUniqueViolation(err) {
+		return nil, errEmailTaken
+	}
+	if err != nil {
+		return nil, fmt.Errorf("creating user: %w", err)
+	}
+	return u, nil
+}
+
+// setPasswordHash replaces a user's password hash.
+func (s *Service) setPasswordHash(ctx context.Context, id, hash string) error {
+	_, err := s.db.Exec(ctx, "UPDATE users SET hashed_password = $2, updated_at = now() WHERE id = $1", id, hash)
+	if err != nil {
+		return fmt.Errorf("storing password hash: %w", err)
+	}
+	return nil
+}
+
+// CreateAdmin creates an active admin with the given email and password,
+// or, when the email exists, makes that account an active admin with the
+// new password. It is the first-deployment path (`accounts create-admin`).
+// It returns the user and whether it was created.
+func (s *Service) CreateAdmin(ctx context.Context, email, password string) (*User, bool, error) {
+	email = trimEmail(email)
+	if msg := checkEmail(email); msg != "" {
+		return nil, false, errors.New(msg)
+	}
+	if broken := CheckPasswordPolicy(password); len(broken) > 0 {
+		return nil, false, fmt.Errorf("password policy: %s", broken[0])
+	}
+	hash, err := s.hasher.Hash(ctx, password)
+	if err != nil {
+		return nil, false, err
+	}
+	u, err := scanUser(s.db.QueryRow(ctx,
+		`UPDATE users SET role = 'admin', is_active = true, hashed_password = $2, updated_at = now()
+		 WHERE lower(email) = lower($1) RETURNING `+userColumns, email, hash))
+	if err == nil {
+		return u, false, nil
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return nil, false, fmt.Errorf("promoting user: %w", err)
+	}
+	u, err = s.createUser(ctx, email, hash, RoleAdmin, nil)
+	return u, err == nil, err
+}
+
+// handleMe serves GET /api/users/me.
+func (s *Service) handleMe(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	writeJSON(w, http.StatusOK, p.User)
+	return nil
+}

@@ -1,0 +1,282 @@
+// Package caddymodule plugs the accounts system into Caddy: the
+// "accounts" app that owns the database pool, keys and settings, the HTTP
+// handlers "accounts_api" and "accounts_auth", their Caddyfile syntax, and
+// the "caddy accounts" subcommands.
+package caddymodule
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+
+	"github.com/caddyaccounts/gateway/accounts"
+	"github.com/caddyaccounts/gateway/migrations"
+)
+
+func init() {
+	caddy.RegisterModule(App{})
+}
+
+// Environment variables read when the config leaves an option empty. They
+// are the names the old backend's .env used.
+const (
+	envDatabaseURL    = "DATABASE_URL"
+	envPrivateKey     = "JWT_PRIVATE_KEY"
+	envPrivateKeyFile = "JWT_PRIVATE_KEY_FILE"
+	envPublicKey      = "JWT_PUBLIC_KEY"
+	envPublicKeyFile  = "JWT_PUBLIC_KEY_FILE"
+)
+
+// App is the accounts app: one per config, shared by the accounts
+// handlers through ctx.App("accounts"). It owns the PostgreSQL pool (kept
+// across config reloads while the database URL stays the same), the RSA
+// keys and the account service.
+//
+// Every option may hold placeholders such as {env.NAME}, and an option
+// left empty falls back to the environment: DATABASE_URL,
+// JWT_PRIVATE_KEY / JWT_PRIVATE_KEY_FILE, JWT_PUBLIC_KEY / JWT_PUBLIC_KEY_FILE.
+type App struct {
+	// PostgreSQL connection URL, e.g. postgres://user:pass@host/db.
+	DatabaseURL string `json:"database_url,omitempty"`
+	// The largest number of open database connections (default: pgx's,
+	// four or the number of CPUs, whichever is more).
+	MaxConns int32 `json:"max_conns,omitempty"`
+
+	// PEM text of the RSA private key that signs access tokens.
+	PrivateKey string `json:"private_key,omitempty"`
+	// File holding PrivateKey, used when PrivateKey is empty.
+	PrivateKeyFile string `json:"private_key_file,omitempty"`
+	// PEM text of the matching public key. Optional: it is derived from
+	// the private key, and checked against it when both are given.
+	PublicKey string `json:"public_key,omitempty"`
+	// File holding PublicKey.
+	PublicKeyFile string `json:"public_key_file,omitempty"`
+
+	// How long an access token is valid. Default: 8h.
+	TokenLifetime caddy.Duration `json:"token_lifetime,omitempty"`
+	// The "iss" claim written into tokens and required of them.
+	// Default: caddy-accounts.
+	Issuer string `json:"issuer,omitempty"`
+	// Clock skew tolerated on exp and iat. Default: 30s.
+	Leeway caddy.Duration `json:"leeway,omitempty"`
+
+	// argon2id parameters for new password hashes. Default: OWASP's
+	// (19 MiB, 2 iterations, 1 lane).
+	Argon2 *accounts.Argon2Params `json:"argon2,omitempty"`
+	// How many password hashes may run at once; further logins wait.
+	// Default: the number of CPUs.
+	HashConcurrency int `json:"hash_concurrency,omitempty"`
+
+	// Do not apply database migrations at start (run `caddy accounts
+	// migrate` instead).
+	SkipMigrations bool `json:"skip_migrations,omitempty"`
+
+	service *accounts.Service
+	poolKey string
+	logger  *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "accounts",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// pools holds the database pools by URL. A reload that keeps the URL
+// reuses the open pool; the last config to let go of a URL closes it.
+var pools = caddy.NewUsagePool()
+
+type poolHandle struct{ *pgxpool.Pool }
+
+func (p poolHandle) Destruct() error {
+	p.Close()
+	return nil
+}
+
+// Provision loads the keys, opens (or shares) the database pool, applies
+// migrations and builds the account service.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger()
+	if err := a.resolve(); err != nil {
+		return err
+	}
+	keys, err := a.loadKeys()
+	if err != nil {
+		return err
+	}
+	if keys == nil {
+		return errors.New("accounts: no signing key: set JWT_PRIVATE_KEY or JWT_PRIVATE_KEY_FILE, or private_key / private_key_file (`caddy accounts genkeys` makes a pair)")
+	}
+
+	a.poolKey = fmt.Sprintf("%s|%d", a.DatabaseURL, a.MaxConns)
+	val, _, err := pools.LoadOrNew(a.poolKey, func() (caddy.Destructor, error) {
+		pool, err := accounts.NewPool(ctx, a.DatabaseURL, a.MaxConns)
+		if err != nil {
+			return nil, err
+		}
+		return poolHandle{pool}, nil
+	})
+	if err != nil {
+		return fmt.Errorf("accounts: %w", err)
+	}
+	pool := val.(poolHandle).Pool
+
+	if !a.SkipMigrations {
+		mctx, cancel := context.WithTimeout(ctx, time.Minute)
+		applied, err := accounts.Migrate(mctx, pool, migrations.FS)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("accounts: %w", err)
+		}
+		for _, name := range applied {
+			a.logger.Info("applied database migration", zap.String("migration", name))
+		}
+	}
+
+	a.service, err = accounts.New(pool, keys, a.serviceConfig(), a.logger)
+	if err != nil {
+		return err
+	}
+	a.logger.Info("accounts ready",
+		zap.String("database", redactURL(a.DatabaseURL)),
+		zap.String("signing_kid", keys.SigningKeyID()),
+		zap.Duration("token_lifetime", time.Duration(a.TokenLifetime)))
+	return nil
+}
+
+// resolve fills empty options from the environment and replaces
+// placeholders.
+func (a *App) resolve() error {
+	repl := caddy.NewReplacer()
+	fill := func(field *string, env string) {
+		*field = repl.ReplaceKnown(*field, "")
+		if *field == "" && env != "" {
+			*field = os.Getenv(env)
+		}
+	}
+	fill(&a.DatabaseURL, envDatabaseURL)
+	// Key options fall back to the environment only as a group, so that a
+	// config naming its own key file is not mixed with a stray variable.
+	fill(&a.PrivateKey, "")
+	fill(&a.PrivateKeyFile, "")
+	fill(&a.PublicKey, "")
+	fill(&a.PublicKeyFile, "")
+	if a.PrivateKey == "" && a.PrivateKeyFile == "" && a.PublicKey == "" && a.PublicKeyFile == "" {
+		fill(&a.PrivateKey, envPrivateKey)
+		fill(&a.PrivateKeyFile, envPrivateKeyFile)
+		fill(&a.PublicKey, envPublicKey)
+		fill(&a.PublicKeyFile, envPublicKeyFile)
+	}
+	a.Issuer = repl.ReplaceKnown(a.Issuer, "")
+	if a.DatabaseURL == "" {
+		return errors.New("accounts: no database: set DATABASE_URL or database_url")
+	}
+	return nil
+}
+
+// loadKeys reads the key pair. It returns nil, nil when no key is
+// configured at all.
+func (a *App) loadKeys() (*accounts.KeySet, error) {
+	privPEM, err := pemOption(a.PrivateKey, a.PrivateKeyFile, "private")
+	if err != nil {
+		return nil, err
+	}
+	pubPEM, err := pemOption(a.PublicKey, a.PublicKeyFile, "public")
+	if err != nil {
+		return nil, err
+	}
+	if privPEM == "" {
+		if pubPEM != "" {
+			return nil, errors.New("accounts: a public key alone cannot sign tokens; configure the private key")
+		}
+		return nil, nil
+	}
+	priv, err := accounts.ParsePrivateKey(privPEM)
+	if err != nil {
+		return nil, fmt.Errorf("accounts: private key: %w", err)
+	}
+	if pubPEM != "" {
+		pub, err := accounts.ParsePublicKey(pubPEM)
+		if err != nil {
+			return nil, fmt.Errorf("accounts: public key: %w", err)
+		}
+		if !pub.Equal(&priv.PublicKey) {
+			return nil, errors.New("accounts: the public key does not belong to the private key")
+		}
+	}
+	return accounts.NewKeySet(priv)
+}
+
+func pemOption(text, file, which string) (string, error) {
+	if text != "" {
+		return text, nil
+	}
+	if file == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("accounts: reading %s key file: %w", which, err)
+	}
+	return string(b), nil
+}
+
+func (a *App) serviceConfig() accounts.Config {
+	cfg := accounts.Config{
+		TokenLifetime:   time.Duration(a.TokenLifetime),
+		Leeway:          time.Duration(a.Leeway),
+		Issuer:          a.Issuer,
+		HashConcurrency: a.HashConcurrency,
+	}
+	if a.Argon2 != nil {
+		cfg.Argon2 = *a.Argon2
+	}
+	return cfg
+}
+
+// Service returns the account service.
+func (a *App) Service() *accounts.Service { return a.service }
+
+// Start implements caddy.App.
+func (a *App) Start() error { return nil }
+
+// Stop implements caddy.App.
+func (a *App) Stop() error { return nil }
+
+// Cleanup lets go of the database pool; the last config using it closes it.
+func (a *App) Cleanup() error {
+	if a.poolKey == "" {
+		return nil
+	}
+	_, err := pools.Delete(a.poolKey)
+	return err
+}
+
+// redactURL hides the password of a database URL for logs.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme == "" {
+		if strings.Contains(raw, "password") {
+			return "(redacted)"
+		}
+		return raw
+	}
+	return u.Redacted()
+}
+
+// Interface guards
+var (
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
+)

@@ -1,0 +1,126 @@
+package caddymodule
+
+import (
+	"fmt"
+	"net/http"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddyaccounts/gateway/accounts"
+)
+
+func init() {
+	caddy.RegisterModule(APIHandler{})
+	caddy.RegisterModule(AuthHandler{})
+}
+
+// appFrom returns the accounts app of the running config, provisioning
+// it from the environment if the config has no accounts block.
+func appFrom(ctx caddy.Context) (*App, error) {
+	app, err := ctx.App("accounts")
+	if err != nil {
+		return nil, fmt.Errorf("loading accounts app: %w", err)
+	}
+	return app.(*App), nil
+}
+
+// APIHandler serves the accounts JSON API: /api/auth/*, /api/users/*,
+// /api/health and the other account routes. It answers every request it
+// gets (404 in JSON for paths it does not know), so route only /api/* to
+// it.
+type APIHandler struct {
+	handler http.Handler
+}
+
+// CaddyModule returns the Caddy module information.
+func (APIHandler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.accounts_api",
+		New: func() caddy.Module { return new(APIHandler) },
+	}
+}
+
+// Provision gets the account service from the accounts app.
+func (h *APIHandler) Provision(ctx caddy.Context) error {
+	app, err := appFrom(ctx)
+	if err != nil {
+		return err
+	}
+	h.handler = app.Service().Handler()
+	return nil
+}
+
+// ServeHTTP serves the request; it never calls next.
+func (h *APIHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	h.handler.ServeHTTP(w, r)
+	return nil
+}
+
+// AuthHandler lets a request through only with a valid access token of
+// an active user. It removes any client-sent X-User-Id (in any letter
+// case, and the X_User_Id spelling), sets X-User-Id to the user's UUID,
+// and fills the placeholders {http.auth.user.id}, {http.auth.user.email}
+// and {http.auth.user.role}. Refusals are the API's JSON 401 and 403.
+type AuthHandler struct {
+	// Only let through users with this role ("admin"); empty lets every
+	// active user through.
+	RequireRole string `json:"require_role,omitempty"`
+
+	service *accounts.Service
+}
+
+// CaddyModule returns the Caddy module information.
+func (AuthHandler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.accounts_auth",
+		New: func() caddy.Module { return new(AuthHandler) },
+	}
+}
+
+// Provision gets the account service from the accounts app.
+func (h *AuthHandler) Provision(ctx caddy.Context) error {
+	app, err := appFrom(ctx)
+	if err != nil {
+		return err
+	}
+	h.service = app.Service()
+	return nil
+}
+
+// Validate checks the configured role.
+func (h *AuthHandler) Validate() error {
+	switch h.RequireRole {
+	case "", accounts.RoleUser, accounts.RoleAdmin:
+		return nil
+	}
+	return fmt.Errorf("accounts_auth: unknown role %q (want %q or %q)", h.RequireRole, accounts.RoleUser, accounts.RoleAdmin)
+}
+
+// ServeHTTP authenticates the request and passes it on to next.
+func (h *AuthHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	accounts.StripIdentityHeaders(r.Header)
+	p, err := h.service.Authenticate(r)
+	if err == nil {
+		err = accounts.Authorize(p, h.RequireRole)
+	}
+	if err != nil {
+		h.service.WriteError(w, r, err)
+		return nil
+	}
+	r.Header.Set(accounts.UserIDHeader, p.User.ID)
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	repl.Set("http.auth.user.id", p.User.ID)
+	repl.Set("http.auth.user.email", p.User.Email)
+	repl.Set("http.auth.user.role", p.User.Role)
+	return next.ServeHTTP(w, r)
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*APIHandler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*APIHandler)(nil)
+	_ caddy.Provisioner           = (*AuthHandler)(nil)
+	_ caddy.Validator             = (*AuthHandler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*AuthHandler)(nil)
+)
