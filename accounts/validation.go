@@ -79,11 +79,19 @@ func readJSONBody(w http.ResponseWriter, r *http.Request) (*jsonBody, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	var v any
-	if err := dec.Decode(&v); err != nil || dec.More() || !utf8.Valid(body) {
+	err = dec.Decode(&v)
+	if err != nil || dec.More() || !utf8.Valid(body) {
+		// loc carries the position of the error, as FastAPI reports it.
 		pos := 0
 		var se *json.SyntaxError
-		if errors.As(err, &se) {
+		switch {
+		case errors.As(err, &se):
 			pos = int(se.Offset)
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			pos = len(body)
+		case err == nil && dec.More():
+			pos = int(dec.InputOffset())
+			pos += len(body[pos:]) - len(bytes.TrimLeft(body[pos:], " \t\r\n"))
 		}
 		b.errs.add("json_invalid", msgJSONInvalid, "body", pos)
 		return nil, &b.errs

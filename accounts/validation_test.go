@@ -1,0 +1,125 @@
+package accounts
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+func TestCheckEmail(t *testing.T) {
+	valid := []string{"a@b.co", "First.Last+tag@example.com", "x@sub.domain.example", "o'brien@example.ie", "user@bücher.de", "u@xn--bcher-kva.de"}
+	for _, e := range valid {
+		if msg := checkEmail(e); msg != "" {
+			t.Errorf("checkEmail(%q) = %q, want valid", e, msg)
+		}
+	}
+	invalid := map[string]string{
+		"":                                      "value is not a valid email address: The email address is empty.",
+		"plain":                                 "value is not a valid email address: An email address must have an @-sign.",
+		"a@b@c.co":                              "value is not a valid email address: The email address is not valid. It must have exactly one @-sign.",
+		"@b.co":                                 "value is not a valid email address: There must be something before the @-sign.",
+		"a@":                                    "value is not a valid email address: There must be something after the @-sign.",
+		"a@localhost":                           "value is not a valid email address: The part after the @-sign is not valid. It should have a period.",
+		"a..b@c.co":                             "value is not a valid email address: The part before the @-sign is not valid.",
+		".a@c.co":                               "value is not a valid email address: The part before the @-sign is not valid.",
+		"a b@c.co":                              "value is not a valid email address: The part before the @-sign is not valid.",
+		"a@-c.co":                               "value is not a valid email address: The part after the @-sign is not valid.",
+		"a@c..co":                               "value is not a valid email address: The part after the @-sign is not valid.",
+		"a@c.c":                                 "value is not a valid email address: The part after the @-sign is not valid.",
+		"a@c.123":                               "value is not a valid email address: The part after the @-sign is not valid.",
+		"a@c_d.co":                              "value is not a valid email address: The part after the @-sign contains invalid characters.",
+		strings.Repeat("a", 65) + "@c.co":       "value is not a valid email address: The part before the @-sign is not valid.",
+		"a@" + strings.Repeat("b", 250) + ".co": "value is not a valid email address: The email address is too long.",
+	}
+	for e, want := range invalid {
+		if got := checkEmail(e); got != want {
+			t.Errorf("checkEmail(%q) = %q, want %q", e, got, want)
+		}
+	}
+}
+
+// decodeTestBody runs readJSONBody on a request and reads two fields.
+func decodeTestBody(contentType, body string) (int, string) {
+	r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(body))
+	if contentType != "" {
+		r.Header.Set("Content-Type", contentType)
+	}
+	w := httptest.NewRecorder()
+	err := func() error {
+		b, err := readJSONBody(w, r)
+		if err != nil {
+			return err
+		}
+		b.String("name")
+		b.OptionalInt("count")
+		b.OptionalBool("flag")
+		b.OptionalString("note")
+		return b.Finish()
+	}()
+	if err == nil {
+		return http.StatusOK, ""
+	}
+	status, payload, _ := errorStatus(err)
+	out, _ := json.Marshal(payload)
+	return status, string(out)
+}
+
+func TestReadJSONBody(t *testing.T) {
+	tests := []struct {
+		name, contentType, body string
+		status                  int
+		want                    string
+	}{
+		{"ok", "application/json", `{"name":"x","count":3,"flag":true,"note":null}`, 200, ``},
+		{"ok without content type", "", `{"name":"x"}`, 200, ``},
+		{"ok with charset", "application/json; charset=utf-8", `{"name":"x","count":3.0}`, 200, ``},
+		{"missing", "application/json", `{}`, 422,
+			`{"detail":[{"type":"missing","loc":["body","name"],"msg":"Field required"}]}`},
+		{"wrong types", "application/json", `{"name":1,"count":"3","flag":"yes","note":5}`, 422,
+			`{"detail":[{"type":"string_type","loc":["body","name"],"msg":"Input should be a valid string"},` +
+				`{"type":"int_type","loc":["body","count"],"msg":"Input should be a valid integer"},` +
+				`{"type":"bool_type","loc":["body","flag"],"msg":"Input should be a valid boolean"},` +
+				`{"type":"string_type","loc":["body","note"],"msg":"Input should be a valid string"}]}`},
+		{"fraction is not an int", "application/json", `{"name":"x","count":1.5}`, 422,
+			`{"detail":[{"type":"int_type","loc":["body","count"],"msg":"Input should be a valid integer"}]}`},
+		{"null name", "application/json", `{"name":null}`, 422,
+			`{"detail":[{"type":"string_type","loc":["body","name"],"msg":"Input should be a valid string"}]}`},
+		{"extra fields", "application/json", `{"name":"x","role":"admin","id":"1"}`, 422,
+			`{"detail":[{"type":"extra_forbidden","loc":["body","id"],"msg":"Extra inputs are not permitted"},` +
+				`{"type":"extra_forbidden","loc":["body","role"],"msg":"Extra inputs are not permitted"}]}`},
+		{"not JSON", "application/json", `{"name":`, 422,
+			`{"detail":[{"type":"json_invalid","loc":["body",8],"msg":"JSON decode error"}]}`},
+		{"trailing data", "application/json", `{"name":"x"} {}`, 422,
+			`{"detail":[{"type":"json_invalid","loc":["body",13],"msg":"JSON decode error"}]}`},
+		{"array", "application/json", `["x"]`, 422,
+			`{"detail":[{"type":"model_attributes_type","loc":["body"],"msg":"Input should be a valid dictionary or object to extract fields from"}]}`},
+		{"empty", "application/json", ``, 422,
+			`{"detail":[{"type":"missing","loc":["body"],"msg":"Field required"}]}`},
+		{"form content type", "application/x-www-form-urlencoded", `name=x`, 422,
+			`{"detail":[{"type":"model_attributes_type","loc":["body"],"msg":"Input should be a valid dictionary or object to extract fields from"}]}`},
+		{"too large", "application/json", `{"name":"` + strings.Repeat("x", maxBodyBytes) + `"}`, 413,
+			`{"detail":"Request body too large"}`},
+	}
+	for _, tt := range tests {
+		status, got := decodeTestBody(tt.contentType, tt.body)
+		if status != tt.status || got != tt.want {
+			t.Errorf("%s: got %d %s\nwant %d %s", tt.name, status, got, tt.status, tt.want)
+		}
+	}
+}
+
+func TestStripIdentityHeaders(t *testing.T) {
+	h := http.Header{}
+	for _, name := range []string{"X-User-Id", "x-user-id", "X-USER-ID", "X_User_Id", "x_user_id", "X-User_Id"} {
+		h[name] = []string{"attacker"}
+	}
+	h.Set("X-User-Ids", "keep")
+	h.Set("X-User", "keep")
+	h.Set("Authorization", "keep")
+	StripIdentityHeaders(h)
+	if len(h) != 3 || h.Get("X-User-Ids") != "keep" || h.Get("X-User") != "keep" || h.Get("Authorization") != "keep" {
+		t.Fatalf("after stripping: %v", h)
+	}
+}
