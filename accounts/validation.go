@@ -86,7 +86,7 @@ func readJSONBody(w http.ResponseWriter, r *http.Request) (*jsonBody, error) {
 		var se *json.SyntaxError
 		switch {
 		case errors.As(err, &se):
-			pos = int(se.Offset)
+			pos = max(int(se.Offset)-1, 0)
 		case errors.Is(err, io.ErrUnexpectedEOF):
 			pos = len(body)
 		case err == nil && dec.More():
