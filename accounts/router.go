@@ -25,6 +25,12 @@ func (s *Service) Handler() http.Handler {
 	handle("POST /api/auth/login", s.handleLogin)
 	authed("GET /api/users/me", s.handleMe)
 
+	// Profile: profile.go.
+
+	// Admin: admin.go.
+
+	// Settings: settings.go.
+
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		StripIdentityHeaders(r.Header)
 		h, pattern := mux.Handler(r)
