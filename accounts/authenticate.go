@@ -1,9 +1,11 @@
 package accounts
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // UserIDHeader is the header that tells upstream services who the user
@@ -38,11 +40,17 @@ func (s *Service) Authenticate(r *http.Request) (*Principal, error) {
 	if !ok {
 		return nil, errNotAuthenticated
 	}
-	claims, err := s.tokens.Verify(token)
-	if err != nil {
-		return nil, errInvalidCredentials
+	now := time.Now()
+	key := tokenKey(token)
+	claims, ok := s.cache.claims(key, now, s.cfg.Leeway)
+	if !ok {
+		var err error
+		if claims, err = s.tokens.Verify(token); err != nil {
+			return nil, errInvalidCredentials
+		}
+		s.cache.tokens.put(key, claims)
 	}
-	u, err := s.UserByID(r.Context(), claims.Subject)
+	u, err := s.currentUser(r.Context(), claims.Subject, now)
 	if errors.Is(err, errNoUser) {
 		return nil, errInvalidCredentials
 	}
@@ -53,6 +61,21 @@ func (s *Service) Authenticate(r *http.Request) (*Principal, error) {
 		return nil, errInvalidCredentials
 	}
 	return &Principal{User: u, Claims: claims}, nil
+}
+
+// currentUser returns the user's current state, from the cache when this
+// instance is sure it is current.
+func (s *Service) currentUser(ctx context.Context, id string, now time.Time) (*User, error) {
+	if u, ok := s.cache.user(id, now); ok {
+		return u, nil
+	}
+	epoch := s.cache.epoch.Load()
+	u, err := s.UserByID(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	s.cache.storeUser(u, epoch, now)
+	return u, nil
 }
 
 // Authorize checks that p has role, or returns the API's 403. Any role

@@ -35,6 +35,8 @@ type Config struct {
 	// HashConcurrency bounds concurrent password hashes (default: the
 	// number of CPUs).
 	HashConcurrency int
+	// TokenCacheSize bounds the cache of verified tokens (default 50000).
+	TokenCacheSize int
 }
 
 func (c *Config) setDefaults() {
@@ -63,6 +65,7 @@ type Service struct {
 	hasher *Hasher
 	log    *zap.Logger
 	cfg    Config
+	cache  *authCache
 }
 
 // New returns a Service using pool for storage and keys for tokens. A nil
@@ -92,6 +95,7 @@ func New(pool *pgxpool.Pool, keys *KeySet, cfg Config, log *zap.Logger) (*Servic
 		hasher: hasher,
 		log:    log,
 		cfg:    cfg,
+		cache:  newAuthCache(cfg.TokenCacheSize),
 	}, nil
 }
 

@@ -82,6 +82,8 @@ type App struct {
 	service *accounts.Service
 	poolKey string
 	logger  *zap.Logger
+	stop    context.CancelFunc
+	stopped chan struct{}
 }
 
 // CaddyModule returns the Caddy module information.
@@ -247,11 +249,26 @@ func (a *App) serviceConfig() accounts.Config {
 // Service returns the account service.
 func (a *App) Service() *accounts.Service { return a.service }
 
-// Start implements caddy.App.
-func (a *App) Start() error { return nil }
+// Start begins listening for user changes in the database, which keeps
+// the request path's caches current on every instance.
+func (a *App) Start() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	a.stop, a.stopped = cancel, make(chan struct{})
+	go func() {
+		defer close(a.stopped)
+		a.service.Run(ctx)
+	}()
+	return nil
+}
 
-// Stop implements caddy.App.
-func (a *App) Stop() error { return nil }
+// Stop ends the listener and waits for it.
+func (a *App) Stop() error {
+	if a.stop != nil {
+		a.stop()
+		<-a.stopped
+	}
+	return nil
+}
 
 // Cleanup lets go of the database pool; the last config using it closes it.
 func (a *App) Cleanup() error {
