@@ -53,8 +53,18 @@ func (h *APIHandler) Provision(ctx caddy.Context) error {
 
 // ServeHTTP serves the request; it never calls next.
 func (h *APIHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
-	h.handler.ServeHTTP(w, r)
+	h.handler.ServeHTTP(w, withClientIP(r))
 	return nil
+}
+
+// withClientIP passes on the client IP that Caddy determined, honouring
+// the server's trusted_proxies, to the accounts package.
+func withClientIP(r *http.Request) *http.Request {
+	ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	if ip == "" {
+		return r
+	}
+	return r.WithContext(accounts.WithClientIP(r.Context(), ip))
 }
 
 // AuthHandler lets a request through only with a valid access token of
