@@ -37,6 +37,9 @@ type Config struct {
 	HashConcurrency int
 	// TokenCacheSize bounds the cache of verified tokens (default 50000).
 	TokenCacheSize int
+	// SettingsDir is the directory of the settings files ai.json and
+	// documents.json that the feature services read.
+	SettingsDir string
 }
 
 func (c *Config) setDefaults() {

@@ -33,6 +33,7 @@ const (
 	envPrivateKeyFile = "JWT_PRIVATE_KEY_FILE"
 	envPublicKey      = "JWT_PUBLIC_KEY"
 	envPublicKeyFile  = "JWT_PUBLIC_KEY_FILE"
+	envSettingsDir    = "SETTINGS_DIR"
 )
 
 // App is the accounts app: one per config, shared by the accounts
@@ -74,6 +75,10 @@ type App struct {
 	// How many password hashes may run at once; further logins wait.
 	// Default: the number of CPUs.
 	HashConcurrency int `json:"hash_concurrency,omitempty"`
+
+	// Directory of the settings files (ai.json, documents.json) that the
+	// feature services read. Default: $SETTINGS_DIR, else ./settings.
+	SettingsDir string `json:"settings_dir,omitempty"`
 
 	// Do not apply database migrations at start (run `caddy accounts
 	// migrate` instead).
@@ -167,6 +172,10 @@ func (a *App) resolve() error {
 		}
 	}
 	fill(&a.DatabaseURL, envDatabaseURL)
+	fill(&a.SettingsDir, envSettingsDir)
+	if a.SettingsDir == "" {
+		a.SettingsDir = "settings"
+	}
 	// Key options fall back to the environment only as a group, so that a
 	// config naming its own key file is not mixed with a stray variable.
 	fill(&a.PrivateKey, "")
@@ -239,6 +248,7 @@ func (a *App) serviceConfig() accounts.Config {
 		Leeway:          time.Duration(a.Leeway),
 		Issuer:          a.Issuer,
 		HashConcurrency: a.HashConcurrency,
+		SettingsDir:     a.SettingsDir,
 	}
 	if a.Argon2 != nil {
 		cfg.Argon2 = *a.Argon2

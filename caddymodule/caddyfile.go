@@ -34,6 +34,7 @@ func init() {
 //		leeway           <duration>
 //		argon2           <memory_kib> <iterations> <parallelism>
 //		hash_concurrency <n>
+//		settings_dir     <path>
 //		skip_migrations
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
@@ -64,6 +65,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneString(d, &a.PublicKey)
 		case "public_key_file":
 			err = oneString(d, &a.PublicKeyFile)
+		case "settings_dir":
+			err = oneString(d, &a.SettingsDir)
 		case "issuer":
 			err = oneString(d, &a.Issuer)
 		case "token_lifetime":
