@@ -62,9 +62,23 @@ func newTestEnv(t testing.TB, cfg ...func(*Config)) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return &testEnv{t: t, svc: svc, db: pool, srv: newServer(t, svc), logs: logs}
+}
+
+// newServer serves svc's API on loopback until the test ends.
+func newServer(t testing.TB, svc *Service) *httptest.Server {
 	srv := httptest.NewServer(svc.Handler())
 	t.Cleanup(srv.Close)
-	return &testEnv{t: t, svc: svc, db: pool, srv: srv, logs: logs}
+	return srv
+}
+
+// formOf makes a form from name, value pairs.
+func formOf(kv ...string) url.Values {
+	v := url.Values{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		v.Add(kv[i], kv[i+1])
+	}
+	return v
 }
 
 // response is what a test request got back.

@@ -30,6 +30,9 @@ type Config struct {
 	Leeway time.Duration
 	// Issuer is the "iss" claim set and required (default "caddy-accounts").
 	Issuer string
+	// AcceptTokensWithoutIssuer also accepts tokens with no "iss" claim,
+	// as the FastAPI backend issued them (see TokenIssuer.AcceptMissingIssuer).
+	AcceptTokensWithoutIssuer bool
 	// Argon2 are the password-hash parameters (default OWASP's).
 	Argon2 Argon2Params
 	// HashConcurrency bounds concurrent password hashes (default: the
@@ -92,9 +95,13 @@ func New(pool *pgxpool.Pool, keys *KeySet, cfg Config, log *zap.Logger) (*Servic
 	if err != nil {
 		return nil, fmt.Errorf("accounts: %w", err)
 	}
+	tokens := NewTokenIssuer(keys, cfg.Issuer, cfg.TokenLifetime, cfg.Leeway)
+	if cfg.AcceptTokensWithoutIssuer {
+		tokens.AcceptMissingIssuer()
+	}
 	return &Service{
 		db:     pool,
-		tokens: NewTokenIssuer(keys, cfg.Issuer, cfg.TokenLifetime, cfg.Leeway),
+		tokens: tokens,
 		hasher: hasher,
 		log:    log,
 		cfg:    cfg,

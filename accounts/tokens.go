@@ -66,29 +66,33 @@ type TokenIssuer struct {
 	leeway   time.Duration
 	parser   *jwt.Parser
 	now      func() time.Time
+
+	acceptNoIssuer bool
 }
 
 // NewTokenIssuer returns a TokenIssuer. An empty issuer neither sets nor
 // checks "iss".
 func NewTokenIssuer(keys *KeySet, issuer string, lifetime, leeway time.Duration) *TokenIssuer {
-	opts := []jwt.ParserOption{
-		jwt.WithValidMethods([]string{jwt.SigningMethodRS256.Alg()}),
-		jwt.WithExpirationRequired(),
-		jwt.WithIssuedAt(),
-		jwt.WithLeeway(leeway),
-	}
-	if issuer != "" {
-		opts = append(opts, jwt.WithIssuer(issuer))
-	}
 	return &TokenIssuer{
 		keys:     keys,
 		issuer:   issuer,
 		lifetime: lifetime,
 		leeway:   leeway,
-		parser:   jwt.NewParser(opts...),
-		now:      time.Now,
+		parser: jwt.NewParser(
+			jwt.WithValidMethods([]string{jwt.SigningMethodRS256.Alg()}),
+			jwt.WithExpirationRequired(),
+			jwt.WithIssuedAt(),
+			jwt.WithLeeway(leeway),
+		),
+		now: time.Now,
 	}
 }
+
+// AcceptMissingIssuer makes Verify also accept tokens that carry no "iss"
+// at all, as the FastAPI backend issued them. A token naming another
+// issuer is still refused. Meant for the first token lifetime after
+// taking over an old deployment.
+func (ti *TokenIssuer) AcceptMissingIssuer() { ti.acceptNoIssuer = true }
 
 // Lifetime is how long an issued token is valid.
 func (ti *TokenIssuer) Lifetime() time.Duration { return ti.lifetime }
@@ -145,6 +149,9 @@ func (ti *TokenIssuer) Verify(token string) (*Claims, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	if ti.issuer != "" && claims.Issuer != ti.issuer && !(claims.Issuer == "" && ti.acceptNoIssuer) {
+		return nil, errors.New("token has an unexpected issuer")
 	}
 	if !isUUID(claims.Subject) {
 		return nil, errors.New("subject is not a UUID")

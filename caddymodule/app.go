@@ -66,6 +66,10 @@ type App struct {
 	// The "iss" claim written into tokens and required of them.
 	// Default: caddy-accounts.
 	Issuer string `json:"issuer,omitempty"`
+	// Also accept tokens without an "iss" claim, as the FastAPI backend
+	// issued them; for the first token lifetime after taking over an old
+	// deployment. A token naming another issuer is still refused.
+	AcceptTokensWithoutIssuer bool `json:"accept_tokens_without_issuer,omitempty"`
 	// Clock skew tolerated on exp and iat. Default: 30s.
 	Leeway caddy.Duration `json:"leeway,omitempty"`
 
@@ -244,11 +248,12 @@ func pemOption(text, file, which string) (string, error) {
 
 func (a *App) serviceConfig() accounts.Config {
 	cfg := accounts.Config{
-		TokenLifetime:   time.Duration(a.TokenLifetime),
-		Leeway:          time.Duration(a.Leeway),
-		Issuer:          a.Issuer,
-		HashConcurrency: a.HashConcurrency,
-		SettingsDir:     a.SettingsDir,
+		TokenLifetime:             time.Duration(a.TokenLifetime),
+		Leeway:                    time.Duration(a.Leeway),
+		Issuer:                    a.Issuer,
+		AcceptTokensWithoutIssuer: a.AcceptTokensWithoutIssuer,
+		HashConcurrency:           a.HashConcurrency,
+		SettingsDir:               a.SettingsDir,
 	}
 	if a.Argon2 != nil {
 		cfg.Argon2 = *a.Argon2

@@ -31,6 +31,7 @@ func init() {
 //		public_key_file  <path>
 //		token_lifetime   <duration>
 //		issuer           <iss>
+//		accept_tokens_without_issuer
 //		leeway           <duration>
 //		argon2           <memory_kib> <iterations> <parallelism>
 //		hash_concurrency <n>
@@ -99,6 +100,11 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			a.SkipMigrations = true
+		case "accept_tokens_without_issuer":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			a.AcceptTokensWithoutIssuer = true
 		default:
 			return d.Errf("unknown accounts option %q", opt)
 		}

@@ -23,6 +23,13 @@ UPDATE users SET created_at = now() WHERE created_at IS NULL;
 UPDATE users SET updated_at = created_at WHERE updated_at IS NULL;
 ALTER TABLE users ALTER COLUMN created_at SET DEFAULT now();
 ALTER TABLE users ALTER COLUMN updated_at SET DEFAULT now();
+ALTER TABLE users ALTER COLUMN is_active SET DEFAULT true;
+ALTER TABLE users ALTER COLUMN role SET DEFAULT 'user';
+UPDATE users SET is_active = true WHERE is_active IS NULL;
+ALTER TABLE users ALTER COLUMN created_at SET NOT NULL;
+ALTER TABLE users ALTER COLUMN updated_at SET NOT NULL;
+ALTER TABLE users ALTER COLUMN is_active SET NOT NULL;
+ALTER TABLE users ALTER COLUMN role SET NOT NULL;
 
 -- Emails are unique without regard to letter case.
 CREATE UNIQUE INDEX IF NOT EXISTS users_email_lower_key ON users (lower(email));
@@ -52,6 +59,9 @@ ALTER TABLE profiles ADD COLUMN IF NOT EXISTS department text;
 ALTER TABLE profiles ADD COLUMN IF NOT EXISTS bio text;
 ALTER TABLE profiles ADD COLUMN IF NOT EXISTS avatar_url text;
 ALTER TABLE profiles ADD COLUMN IF NOT EXISTS updated_at timestamptz NOT NULL DEFAULT now();
+UPDATE profiles SET updated_at = now() WHERE updated_at IS NULL;
+ALTER TABLE profiles ALTER COLUMN updated_at SET DEFAULT now();
+ALTER TABLE profiles ALTER COLUMN updated_at SET NOT NULL;
 
 -- An adopted profiles table may have its own surrogate id without a
 -- server-side default (the old backend filled it in Python).
