@@ -13,8 +13,8 @@ type apiFunc func(w http.ResponseWriter, r *http.Request) error
 type authedFunc func(w http.ResponseWriter, r *http.Request, p *Principal) error
 
 // Handler returns the JSON API as an http.Handler that serves the paths
-// under /api that the accounts system owns. Any other path gets FastAPI's
-// 404 and a wrong method its 405, both as JSON.
+// under /api that the accounts system owns, and /.well-known/jwks.json.
+// Any other path gets FastAPI's 404 and a wrong method its 405, as JSON.
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	handle := func(pattern string, f apiFunc) { mux.Handle(pattern, s.serve(f)) }
@@ -23,6 +23,8 @@ func (s *Service) Handler() http.Handler {
 	handle("GET /api/health", s.handleHealth)
 	handle("POST /api/auth/register", s.handleRegister)
 	handle("POST /api/auth/login", s.handleLogin)
+	handle("GET /api/auth/jwks.json", s.handleJWKS)
+	handle("GET /.well-known/jwks.json", s.handleJWKS)
 	authed("GET /api/users/me", s.handleMe)
 
 	// Profile: profile.go.

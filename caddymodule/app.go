@@ -6,10 +6,12 @@ package caddymodule
 
 import (
 	"context"
+	"crypto/rsa"
 	"errors"
 	"fmt"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -60,6 +62,12 @@ type App struct {
 	PublicKey string `json:"public_key,omitempty"`
 	// File holding PublicKey.
 	PublicKeyFile string `json:"public_key_file,omitempty"`
+	// Public keys (PEM) whose tokens are still accepted though they no
+	// longer sign: the old keys of a rotation. They are published in the
+	// JWKS too.
+	VerifyKeys []string `json:"verify_keys,omitempty"`
+	// Files holding more VerifyKeys.
+	VerifyKeyFiles []string `json:"verify_key_files,omitempty"`
 
 	// How long an access token is valid. Default: 8h.
 	TokenLifetime caddy.Duration `json:"token_lifetime,omitempty"`
@@ -229,7 +237,23 @@ func (a *App) loadKeys() (*accounts.KeySet, error) {
 			return nil, errors.New("accounts: the public key does not belong to the private key")
 		}
 	}
-	return accounts.NewKeySet(priv)
+	verifyPEMs := slices.Clone(a.VerifyKeys)
+	for _, file := range a.VerifyKeyFiles {
+		text, err := pemOption("", file, "verify")
+		if err != nil {
+			return nil, err
+		}
+		verifyPEMs = append(verifyPEMs, text)
+	}
+	var verify []*rsa.PublicKey
+	for i, text := range verifyPEMs {
+		pub, err := accounts.ParsePublicKey(text)
+		if err != nil {
+			return nil, fmt.Errorf("accounts: verify key %d: %w", i+1, err)
+		}
+		verify = append(verify, pub)
+	}
+	return accounts.NewKeySet(priv, verify...)
 }
 
 func pemOption(text, file, which string) (string, error) {

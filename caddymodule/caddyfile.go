@@ -29,6 +29,7 @@ func init() {
 //		private_key_file <path>
 //		public_key       <pem>
 //		public_key_file  <path>
+//		verify_key_file  <path>   (repeatable: old keys of a rotation)
 //		token_lifetime   <duration>
 //		issuer           <iss>
 //		accept_tokens_without_issuer
@@ -66,6 +67,10 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneString(d, &a.PublicKey)
 		case "public_key_file":
 			err = oneString(d, &a.PublicKeyFile)
+		case "verify_key_file":
+			var f string
+			err = oneString(d, &f)
+			a.VerifyKeyFiles = append(a.VerifyKeyFiles, f)
 		case "settings_dir":
 			err = oneString(d, &a.SettingsDir)
 		case "issuer":
