@@ -51,6 +51,7 @@ func (s *Service) handleRegister(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.log.Info("user registered", zap.String("user_id", u.ID))
+	s.audit(r, EventRegister, u.ID, u.ID, nil)
 	writeJSON(w, http.StatusCreated, u)
 	return nil
 }
@@ -111,6 +112,7 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	u, hash, err := s.userByEmail(ctx, trimEmail(username))
 	if errors.Is(err, errNoUser) {
 		s.hasher.VerifyDummy(ctx, password)
+		s.audit(r, EventLoginFailure, "", "", map[string]any{"email": cleanText(username, maxEmailLen), "reason": "unknown_email"})
 		return errBadLogin
 	}
 	if err != nil {
@@ -119,12 +121,14 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	rehash, err := s.hasher.Verify(ctx, password, hash)
 	if errors.Is(err, ErrMismatch) {
 		s.log.Info("login failed", zap.String("user_id", u.ID))
+		s.audit(r, EventLoginFailure, "", u.ID, map[string]any{"reason": "wrong_password"})
 		return errBadLogin
 	}
 	if err != nil {
 		return err
 	}
 	if !u.IsActive {
+		s.audit(r, EventLoginFailure, "", u.ID, map[string]any{"reason": "inactive"})
 		return errInactiveUser
 	}
 	if rehash {
@@ -138,6 +142,7 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	s.audit(r, EventLoginSuccess, u.ID, u.ID, nil)
 	writeJSON(w, http.StatusOK, tokenResponse{
 		AccessToken: token,
 		TokenType:   "bearer",
