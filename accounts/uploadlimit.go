@@ -1,0 +1,57 @@
+package accounts
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+)
+
+// UploadTooLarge is the 413 of an upload over the limit.
+func uploadTooLarge(limit int64) *Error {
+	return newError(http.StatusRequestEntityTooLarge,
+		fmt.Sprintf("Upload exceeds the maximum size of %d MB", limit>>20))
+}
+
+// LimitBody refuses a request whose body is over limit bytes before any
+// of it goes further. A declared Content-Length is checked at once. A body
+// of unknown length (chunked) is first spooled to a temporary file, as
+// nginx does, so that an oversized one is refused before the upstream
+// sees a byte; the returned request then reads the file, with its length
+// set. Memory use is constant whatever the size.
+func LimitBody(r *http.Request, limit int64) (*http.Request, error) {
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		return r, nil
+	}
+	if r.ContentLength > 0 {
+		if r.ContentLength > limit {
+			return nil, uploadTooLarge(limit)
+		}
+		return r, nil
+	}
+	f, err := os.CreateTemp("", "accounts-upload-*")
+	if err != nil {
+		return nil, fmt.Errorf("spooling upload: %w", err)
+	}
+	// The file has no name once removed; it lives until closed.
+	_ = os.Remove(f.Name())
+	n, err := io.Copy(f, io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		f.Close()
+		return nil, newError(http.StatusBadRequest, "Could not read the request body")
+	}
+	if n > limit {
+		f.Close()
+		return nil, uploadTooLarge(limit)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("spooling upload: %w", err)
+	}
+	r2 := r.Clone(r.Context())
+	r2.Body = f
+	r2.ContentLength = n
+	r2.TransferEncoding = nil
+	r2.Header.Del("Transfer-Encoding")
+	return r2, nil
+}
