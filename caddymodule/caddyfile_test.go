@@ -1,0 +1,125 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+
+	// The standard modules the project's Caddyfile uses.
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+)
+
+func TestGlobalOption(t *testing.T) {
+	d := caddyfile.NewTestDispenser(`accounts {
+		database_url postgres://u@h/db
+		max_conns 12
+		private_key_file /keys/private.pem
+		public_key_file /keys/public.pem
+		verify_key_file /keys/old1.pem
+		verify_key_file /keys/old2.pem
+		token_lifetime 2h
+		issuer example
+		accept_tokens_without_issuer
+		leeway 10s
+		argon2 65536 3 2
+		hash_concurrency 4
+		settings_dir /settings
+		skip_migrations
+	}`)
+	app := new(App)
+	if err := app.UnmarshalCaddyfile(d); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := json.Marshal(app)
+	want := `{"database_url":"postgres://u@h/db","max_conns":12,"private_key_file":"/keys/private.pem",` +
+		`"public_key_file":"/keys/public.pem","verify_key_files":["/keys/old1.pem","/keys/old2.pem"],` +
+		`"token_lifetime":7200000000000,"issuer":"example","accept_tokens_without_issuer":true,"leeway":10000000000,` +
+		`"argon2":{"memory_kib":65536,"iterations":3,"parallelism":2},"hash_concurrency":4,` +
+		`"settings_dir":"/settings","skip_migrations":true}`
+	if string(got) != want {
+		t.Fatalf("JSON\n%s\nwant\n%s", got, want)
+	}
+}
+
+func TestGlobalOptionErrors(t *testing.T) {
+	for input, want := range map[string]string{
+		"accounts extra":                        "wrong argument count",
+		"accounts {\n nonsense 1\n}":            `unknown accounts option "nonsense"`,
+		"accounts {\n database_url\n}":          "wrong argument count",
+		"accounts {\n database_url a b\n}":      "wrong argument count",
+		"accounts {\n token_lifetime soon\n}":   `bad duration "soon"`,
+		"accounts {\n max_conns -1\n}":          "want a non-negative integer",
+		"accounts {\n argon2 1 2\n}":            "wrong argument count",
+		"accounts {\n argon2 1 2 300\n}":        "parallelism 300 is too large",
+		"accounts {\n skip_migrations yes\n}":   "wrong argument count",
+		"accounts {\n hash_concurrency many\n}": "want a non-negative integer",
+	} {
+		err := new(App).UnmarshalCaddyfile(caddyfile.NewTestDispenser(input))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: err = %v, want it to mention %q", input, err, want)
+		}
+	}
+}
+
+func TestDirectives(t *testing.T) {
+	h := httpcaddyfile.Helper{Dispenser: caddyfile.NewTestDispenser("accounts_auth {\n require_role admin\n}")}
+	mh, err := parseAuthHandler(h)
+	if err != nil || mh.(*AuthHandler).RequireRole != "admin" {
+		t.Fatalf("accounts_auth: %v %+v", err, mh)
+	}
+	for _, bad := range []string{"accounts_auth admin", "accounts_auth {\n roles admin\n}", "accounts_auth {\n require_role\n}"} {
+		if _, err := parseAuthHandler(httpcaddyfile.Helper{Dispenser: caddyfile.NewTestDispenser(bad)}); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	if err := (&AuthHandler{RequireRole: "root"}).Validate(); err == nil {
+		t.Error("require_role root accepted")
+	}
+	if _, err := parseAPIHandler(httpcaddyfile.Helper{Dispenser: caddyfile.NewTestDispenser("accounts_api")}); err != nil {
+		t.Errorf("accounts_api: %v", err)
+	}
+	if _, err := parseAPIHandler(httpcaddyfile.Helper{Dispenser: caddyfile.NewTestDispenser("accounts_api x")}); err == nil {
+		t.Error("accounts_api with an argument accepted")
+	}
+}
+
+// TestProjectCaddyfileAdapts adapts the project's Caddyfile and checks the
+// shape the deployment relies on.
+func TestProjectCaddyfileAdapts(t *testing.T) {
+	src, err := os.ReadFile("../Caddyfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adapter := caddyfile.Adapter{ServerType: httpcaddyfile.ServerType{}}
+	out, warnings, err := adapter.Adapt(src, map[string]any{"filename": "Caddyfile"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range warnings {
+		t.Errorf("warning: %s", w.Message)
+	}
+	js := string(out)
+	for _, want := range []string{
+		`"accounts":{`,
+		`"delete":["X-User-Id"]`,
+		`"delete":["X_User_Id"]`,
+		`"path":["/api/documents","/api/documents/*"]`,
+		`{"handler":"accounts_auth"}`,
+		`"flush_interval":-1`,
+		`"path":["/api/*","/.well-known/jwks.json"]`,
+		`{"handler":"accounts_api"}`,
+		`"try_files":["{http.request.uri.path}","/index.html"]`,
+	} {
+		if !strings.Contains(js, want) {
+			t.Errorf("adapted config lacks %s", want)
+		}
+	}
+	// The auth handler must run before the proxy in the documents route.
+	if strings.Index(js, `"handler":"accounts_auth"`) > strings.Index(js, `"handler":"reverse_proxy"`) {
+		t.Error("accounts_auth is not before reverse_proxy")
+	}
+}
