@@ -47,6 +47,10 @@ func isUnavailable(err error) bool {
 		strings.Contains(err.Error(), "closed pool")
 }
 
+// IsUnavailable reports whether err means the database (or another
+// dependency) could not be reached, so that retrying later may succeed.
+func IsUnavailable(err error) bool { return isUnavailable(err) }
+
 // isUniqueViolation reports whether err is PostgreSQL's unique_violation.
 func isUniqueViolation(err error) bool {
 	var pgErr *pgconn.PgError

@@ -151,14 +151,8 @@ func (a *App) Provision(ctx caddy.Context) error {
 	pool := val.(poolHandle).Pool
 
 	if !a.SkipMigrations {
-		mctx, cancel := context.WithTimeout(ctx, time.Minute)
-		applied, err := accounts.Migrate(mctx, pool, migrations.FS)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("accounts: %w", err)
-		}
-		for _, name := range applied {
-			a.logger.Info("applied database migration", zap.String("migration", name))
+		if err := a.migrate(ctx, pool); err != nil {
+			return err
 		}
 	}
 
@@ -171,6 +165,33 @@ func (a *App) Provision(ctx caddy.Context) error {
 		zap.String("signing_kid", keys.SigningKeyID()),
 		zap.Duration("token_lifetime", time.Duration(a.TokenLifetime)))
 	return nil
+}
+
+// migrate applies the migrations. A database that cannot be reached yet
+// (containers starting together) is waited for, up to a minute.
+func (a *App) migrate(ctx caddy.Context, pool *pgxpool.Pool) error {
+	mctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	wait := 250 * time.Millisecond
+	for {
+		applied, err := accounts.Migrate(mctx, pool, migrations.FS)
+		for _, name := range applied {
+			a.logger.Info("applied database migration", zap.String("migration", name))
+		}
+		if err == nil {
+			return nil
+		}
+		if !accounts.IsUnavailable(err) || mctx.Err() != nil {
+			return fmt.Errorf("accounts: %w", err)
+		}
+		a.logger.Warn("database not reachable yet; retrying", zap.Error(err), zap.Duration("in", wait))
+		select {
+		case <-mctx.Done():
+			return fmt.Errorf("accounts: database not reachable: %w", err)
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 5*time.Second)
+	}
 }
 
 // resolve fills empty options from the environment and replaces
