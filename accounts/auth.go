@@ -108,6 +108,11 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	// Rate limits: ratelimit.go. A locked account name is refused here,
+	// before any lookup or hashing.
+	if err := s.allowLogin(r, username); err != nil {
+		return err
+	}
 	ctx := r.Context()
 	u, hash, err := s.userByEmail(ctx, trimEmail(username))
 	if errors.Is(err, errNoUser) {
@@ -127,6 +132,7 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	s.loginSucceeded(r, username) // the password is right: forget the failures
 	if !u.IsActive {
 		s.audit(r, EventLoginFailure, "", u.ID, map[string]any{"reason": "inactive"})
 		return errInactiveUser
@@ -138,15 +144,13 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) error {
 			}
 		}
 	}
-	token, _, err := s.tokens.Issue(u)
+	// Sessions: sessions.go. Login starts a refresh session; the body
+	// keeps API.md's shape, browsers also get cookies (cookies.go).
+	body, err := s.startSession(w, r, u)
 	if err != nil {
 		return err
 	}
 	s.audit(r, EventLoginSuccess, u.ID, u.ID, nil)
-	writeJSON(w, http.StatusOK, tokenResponse{
-		AccessToken: token,
-		TokenType:   "bearer",
-		ExpiresIn:   int64(s.tokens.Lifetime().Seconds()),
-	})
+	writeJSON(w, http.StatusOK, body)
 	return nil
 }

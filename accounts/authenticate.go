@@ -19,6 +19,9 @@ type Principal struct {
 	User *User
 	// Claims are the verified claims of the access token.
 	Claims *Claims
+	// ViaCookie is true when the access token came from the access
+	// cookie rather than the Authorization header (cookies.go).
+	ViaCookie bool
 }
 
 // bearerToken returns the token of an "Authorization: Bearer" header, as
@@ -33,12 +36,23 @@ func bearerToken(r *http.Request) (string, bool) {
 }
 
 // Authenticate verifies the request's access token and loads its user,
-// who must still exist and be active. It returns the API's 401 errors, or
-// an unavailable error when the database cannot be reached.
+// who must still exist and be active. The token is the Bearer header's,
+// else the access cookie's (cookies.go); a cookie-authenticated unsafe
+// request must pass the cross-origin check (403 otherwise). A token
+// revoked by logout-all or by the end of its session is refused
+// (sessions.go). It returns the API's 401 errors, or an unavailable
+// error when the database cannot be reached.
 func (s *Service) Authenticate(r *http.Request) (*Principal, error) {
 	token, ok := bearerToken(r)
+	viaCookie := false
 	if !ok {
-		return nil, errNotAuthenticated
+		if token, ok = s.accessCookie(r); !ok {
+			return nil, errNotAuthenticated
+		}
+		viaCookie = true
+		if err := s.checkCrossOrigin(r); err != nil {
+			return nil, err
+		}
 	}
 	now := time.Now()
 	key := tokenKey(token)
@@ -57,10 +71,10 @@ func (s *Service) Authenticate(r *http.Request) (*Principal, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !u.IsActive {
+	if !u.IsActive || tokenRevoked(u, claims) {
 		return nil, errInvalidCredentials
 	}
-	return &Principal{User: u, Claims: claims}, nil
+	return &Principal{User: u, Claims: claims, ViaCookie: viaCookie}, nil
 }
 
 // currentUser returns the user's current state, from the cache when this
@@ -70,7 +84,7 @@ func (s *Service) currentUser(ctx context.Context, id string, now time.Time) (*U
 		return u, nil
 	}
 	epoch := s.cache.epoch.Load()
-	u, err := s.UserByID(ctx, id)
+	u, err := s.userForAuth(ctx, id)
 	if err != nil {
 		return nil, err
 	}

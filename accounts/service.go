@@ -7,6 +7,7 @@ import (
 	"crypto/rsa"
 	"errors"
 	"fmt"
+	"net/http"
 	"runtime"
 	"time"
 
@@ -41,8 +42,15 @@ type Config struct {
 	// TokenCacheSize bounds the cache of verified tokens (default 50000).
 	TokenCacheSize int
 	// SettingsDir is the directory of the settings files ai.json and
-	// documents.json that the feature services read.
+	// documents.json that the feature services read (format: settings.go).
+	// Default: DefaultSettingsDir, "settings" relative to the working
+	// directory; it is created (0750) on the first write.
 	SettingsDir string
+	// RateLimit holds the limits of /api/auth/* (ratelimit.go).
+	RateLimit RateLimitConfig
+	// Sessions holds the refresh sessions' and cookies' options
+	// (sessions.go, cookies.go).
+	Sessions SessionConfig
 }
 
 func (c *Config) setDefaults() {
@@ -72,6 +80,13 @@ type Service struct {
 	log    *zap.Logger
 	cfg    Config
 	cache  *authCache
+	// limiter throttles /api/auth/* (ratelimit.go).
+	limiter *rateLimiter
+	// crossOrigin refuses cross-origin unsafe requests that a cookie
+	// authenticates (cookies.go).
+	crossOrigin *http.CrossOriginProtection
+	// settings holds the settings files (settings.go).
+	settings *settingsStore
 }
 
 // New returns a Service using pool for storage and keys for tokens. A nil
@@ -95,6 +110,19 @@ func New(pool *pgxpool.Pool, keys *KeySet, cfg Config, log *zap.Logger) (*Servic
 	if err != nil {
 		return nil, fmt.Errorf("accounts: %w", err)
 	}
+	limiter, err := newRateLimiter(pool, cfg.RateLimit, log)
+	if err != nil {
+		return nil, fmt.Errorf("accounts: %w", err)
+	}
+	cfg.RateLimit = limiter.cfg
+	// Sessions: sessions.go, cookies.go.
+	if cfg.Sessions, err = cfg.Sessions.withDefaults(cfg.TokenLifetime); err != nil {
+		return nil, fmt.Errorf("accounts: %w", err)
+	}
+	crossOrigin, err := newCrossOriginProtection(cfg.Sessions.TrustedOrigins)
+	if err != nil {
+		return nil, fmt.Errorf("accounts: %w", err)
+	}
 	tokens := NewTokenIssuer(keys, cfg.Issuer, cfg.TokenLifetime, cfg.Leeway)
 	if cfg.AcceptTokensWithoutIssuer {
 		tokens.AcceptMissingIssuer()
@@ -106,6 +134,12 @@ func New(pool *pgxpool.Pool, keys *KeySet, cfg Config, log *zap.Logger) (*Servic
 		log:    log,
 		cfg:    cfg,
 		cache:  newAuthCache(cfg.TokenCacheSize),
+		// Rate limits: ratelimit.go.
+		limiter: limiter,
+		// Sessions: cookies.go.
+		crossOrigin: crossOrigin,
+		// Settings: settings.go.
+		settings: newSettingsStore(cfg.SettingsDir),
 	}, nil
 }
 

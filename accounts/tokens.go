@@ -16,6 +16,10 @@ type Claims struct {
 	jwt.RegisteredClaims
 	Email string `json:"email"`
 	Role  string `json:"role"`
+	// SessionID ("sid") is the refresh session the token was issued
+	// for (sessions.go); revoking the session refuses the token. Tokens
+	// of the old backend have none.
+	SessionID string `json:"sid,omitempty"`
 }
 
 // KeySet holds the RSA key that signs new tokens and every public key
@@ -99,6 +103,12 @@ func (ti *TokenIssuer) Lifetime() time.Duration { return ti.lifetime }
 
 // Issue signs an access token for u.
 func (ti *TokenIssuer) Issue(u *User) (string, *Claims, error) {
+	return ti.IssueForSession(u, "", ti.lifetime)
+}
+
+// IssueForSession signs an access token for u that carries the session
+// id sid (when not empty) and is valid for lifetime.
+func (ti *TokenIssuer) IssueForSession(u *User, sid string, lifetime time.Duration) (string, *Claims, error) {
 	if ti.keys.signer == nil {
 		return "", nil, errors.New("no signing key configured")
 	}
@@ -112,11 +122,12 @@ func (ti *TokenIssuer) Issue(u *User) (string, *Claims, error) {
 			Subject:   u.ID,
 			Issuer:    ti.issuer,
 			IssuedAt:  jwt.NewNumericDate(now),
-			ExpiresAt: jwt.NewNumericDate(now.Add(ti.lifetime)),
+			ExpiresAt: jwt.NewNumericDate(now.Add(lifetime)),
 			ID:        hex.EncodeToString(jti),
 		},
-		Email: u.Email,
-		Role:  u.Role,
+		Email:     u.Email,
+		Role:      u.Role,
+		SessionID: sid,
 	}
 	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
 	tok.Header["kid"] = ti.keys.signerKID

@@ -25,19 +25,35 @@ type User struct {
 	IsActive  bool      `json:"is_active"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+
+	// The fields below are part of the user's cached state on the
+	// request path, never of the JSON object (unexported fields are not
+	// marshalled).
+
+	// tokensValidAfter refuses access tokens issued (iat) before it: set
+	// by logout-all (sessions.go). Zero when never set.
+	tokensValidAfter time.Time
+	// revokedSessions are the ids of the user's sessions revoked recently
+	// enough that access tokens issued for them may not have expired
+	// yet. Only loaded by userForAuth (sessions.go); nil elsewhere.
+	revokedSessions []string
 }
 
 // userColumns are selected, in this order, by scanUser.
-const userColumns = "id::text, email, role::text, is_active, created_at, updated_at"
+const userColumns = "id::text, email, role::text, is_active, created_at, updated_at, tokens_valid_after"
 
 func scanUser(row pgx.Row, extra ...any) (*User, error) {
 	u := &User{}
-	dest := append([]any{&u.ID, &u.Email, &u.Role, &u.IsActive, &u.CreatedAt, &u.UpdatedAt}, extra...)
+	var validAfter *time.Time
+	dest := append([]any{&u.ID, &u.Email, &u.Role, &u.IsActive, &u.CreatedAt, &u.UpdatedAt, &validAfter}, extra...)
 	if err := row.Scan(dest...); err != nil {
 		return nil, err
 	}
 	u.CreatedAt = u.CreatedAt.UTC()
 	u.UpdatedAt = u.UpdatedAt.UTC()
+	if validAfter != nil {
+		u.tokensValidAfter = validAfter.UTC()
+	}
 	return u, nil
 }
 

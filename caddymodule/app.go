@@ -96,6 +96,19 @@ type App struct {
 	// migrate` instead).
 	SkipMigrations bool `json:"skip_migrations,omitempty"`
 
+	// Limits of /api/auth/*, shared by every instance on the database.
+	// Default: 60 requests a minute per client address; 10 failed logins
+	// on one account name within 15 minutes lock that name for 5 minutes,
+	// twice as long on each further lock within a day, at most 1 hour.
+	RateLimit *RateLimit `json:"rate_limit,omitempty"`
+
+	// Refresh sessions and browser cookies (sessions.go): cookie names,
+	// domain and lifetimes, session timeouts, the refresh-token reuse
+	// grace, and what the JSON bodies carry. Default: cookies
+	// access_token (15m) and refresh_token, host-only; sessions end after
+	// 7 days idle or 30 days; 10s reuse grace.
+	Sessions *Sessions `json:"sessions,omitempty"`
+
 	service *accounts.Service
 	poolKey string
 	logger  *zap.Logger
@@ -303,7 +316,48 @@ func (a *App) serviceConfig() accounts.Config {
 	if a.Argon2 != nil {
 		cfg.Argon2 = *a.Argon2
 	}
+	// Rate limits: ratelimit.go of accounts.
+	if a.RateLimit != nil {
+		cfg.RateLimit = a.RateLimit.config()
+	}
+	// Sessions: sessions.go.
+	if a.Sessions != nil {
+		cfg.Sessions = a.Sessions.config()
+	}
 	return cfg
+}
+
+// RateLimit holds the limits of /api/auth/* (see accounts.RateLimitConfig).
+// Zero values mean the defaults; a negative count (-1) turns that limit
+// off. Over a limit, the answer is 429 with Retry-After.
+type RateLimit struct {
+	// Requests to /api/auth/* (every route but the JWKS) that one client
+	// address (IPv6: one /64) may make per ip_window. Default: 60.
+	IPRequests int `json:"ip_requests,omitempty"`
+	// The window of ip_requests. Default: 1m.
+	IPWindow caddy.Duration `json:"ip_window,omitempty"`
+	// Failed logins on one account name (the email as typed, whether or
+	// not an account has it) per login_window before its logins are
+	// refused for a while, right password or not. Default: 10.
+	LoginFailures int `json:"login_failures,omitempty"`
+	// The window of login_failures. Default: 15m.
+	LoginWindow caddy.Duration `json:"login_window,omitempty"`
+	// How long the first lock of an account name lasts; each further
+	// lock within a day lasts twice as long. Default: 5m.
+	Lockout caddy.Duration `json:"lockout,omitempty"`
+	// The longest lock. Default: 1h.
+	LockoutMax caddy.Duration `json:"lockout_max,omitempty"`
+}
+
+func (rl *RateLimit) config() accounts.RateLimitConfig {
+	return accounts.RateLimitConfig{
+		IPRequests:    rl.IPRequests,
+		IPWindow:      time.Duration(rl.IPWindow),
+		LoginFailures: rl.LoginFailures,
+		LoginWindow:   time.Duration(rl.LoginWindow),
+		Lockout:       time.Duration(rl.Lockout),
+		LockoutMax:    time.Duration(rl.LockoutMax),
+	}
 }
 
 // Service returns the account service.

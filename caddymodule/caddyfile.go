@@ -38,7 +38,41 @@ func init() {
 //		hash_concurrency <n>
 //		settings_dir     <path>
 //		skip_migrations
+//		rate_limit       off | {
+//			ip_requests    <n> | off [<window>]
+//			login_failures <n> | off [<window>]
+//			lockout        <first> [<max>]
+//		}
+//		sessions {
+//			access_cookie_name     <name>
+//			refresh_cookie_name    <name>
+//			cookie_domain          <domain>
+//			trusted_origin         <origin>...
+//			access_cookie_lifetime <duration>
+//			idle_timeout           <duration>
+//			max_lifetime           <duration>
+//			refresh_reuse_grace    <duration> | off
+//			refresh_token_in_body
+//			omit_token_from_body
+//		}
 //	}
+//
+// rate_limit sets the limits of /api/auth/*: ip_requests per client
+// address per window (default 60 per 1m); login_failures per account name
+// per window (default 10 per 15m), after which that name is locked for
+// lockout (default 5m), twice as long on each further lock within a day,
+// at most max (default 1h). "off" turns a limit, or with "rate_limit off"
+// both, off. An option left out keeps its default.
+//
+// sessions sets the refresh sessions and browser cookies (see Sessions):
+// the cookies' names (default access_token, refresh_token) and Domain
+// (default none: host-only), origins trusted for cross-origin cookie
+// requests (default none), the access cookie's token lifetime (default
+// 15m, also that of refreshed tokens), the sessions' idle timeout
+// (default 7d) and maximum lifetime (default 30d), the grace for reusing
+// a just-retired refresh token (default 10s; off revokes on any reuse),
+// refresh_token_in_body (also return the refresh token in JSON bodies)
+// and omit_token_from_body (no access_token in bodies that set cookies).
 func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 	app := new(App)
 	if err := app.UnmarshalCaddyfile(d); err != nil {
@@ -110,6 +144,10 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			a.AcceptTokensWithoutIssuer = true
+		case "rate_limit": // Rate limits: ratelimit.go of accounts.
+			err = a.unmarshalRateLimit(d)
+		case "sessions": // Sessions: sessions.go.
+			err = a.unmarshalSessions(d)
 		default:
 			return d.Errf("unknown accounts option %q", opt)
 		}
@@ -191,4 +229,81 @@ func parseAuthHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, erro
 		}
 	}
 	return a, nil
+}
+
+// unmarshalRateLimit parses the rate_limit block of the accounts option.
+func (a *App) unmarshalRateLimit(d *caddyfile.Dispenser) error {
+	if a.RateLimit == nil {
+		a.RateLimit = new(RateLimit)
+	}
+	rl := a.RateLimit
+	if d.NextArg() {
+		if d.Val() != "off" || d.NextArg() {
+			return d.ArgErr()
+		}
+		rl.IPRequests, rl.LoginFailures = -1, -1
+		if d.NextBlock(d.Nesting()) {
+			return d.Err("rate_limit off takes no block")
+		}
+		return nil
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		args := d.RemainingArgs()
+		switch opt {
+		case "ip_requests", "login_failures":
+			if len(args) < 1 || len(args) > 2 {
+				return d.ArgErr()
+			}
+			n := -1
+			if args[0] != "off" {
+				var err error
+				if n, err = strconv.Atoi(args[0]); err != nil || n < 0 {
+					return d.Errf("%s: want a non-negative integer or off, got %q", opt, args[0])
+				}
+			}
+			var window caddy.Duration
+			if len(args) == 2 {
+				if n < 0 {
+					return d.Errf("%s off takes no window", opt)
+				}
+				if err := parseDuration(d, args[1], &window); err != nil {
+					return err
+				}
+			}
+			if opt == "ip_requests" {
+				rl.IPRequests, rl.IPWindow = n, window
+			} else {
+				rl.LoginFailures, rl.LoginWindow = n, window
+			}
+		case "lockout":
+			if len(args) < 1 || len(args) > 2 {
+				return d.ArgErr()
+			}
+			if err := parseDuration(d, args[0], &rl.Lockout); err != nil {
+				return err
+			}
+			if len(args) == 2 {
+				if err := parseDuration(d, args[1], &rl.LockoutMax); err != nil {
+					return err
+				}
+			}
+		default:
+			return d.Errf("unknown rate_limit option %q", opt)
+		}
+	}
+	return nil
+}
+
+// parseDuration parses a positive duration.
+func parseDuration(d *caddyfile.Dispenser, s string, dst *caddy.Duration) error {
+	dur, err := caddy.ParseDuration(s)
+	if err != nil {
+		return d.Errf("bad duration %q: %v", s, err)
+	}
+	if dur <= 0 {
+		return d.Errf("duration %q must be positive", s)
+	}
+	*dst = caddy.Duration(dur)
+	return nil
 }

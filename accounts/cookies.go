@@ -1,0 +1,119 @@
+package accounts
+
+// Cookie sessions for browsers, beside the Bearer header for every other
+// client (API.md's contract, unchanged).
+//
+// Login sets two cookies, besides its JSON body:
+//
+//   - the access cookie (SessionConfig.AccessCookieName, default
+//     "access_token"): a short-lived access token (AccessCookieLifetime,
+//     default 15m) of the new session; Path=/, HttpOnly, Secure,
+//     SameSite=Lax;
+//   - the refresh cookie (RefreshCookieName, default "refresh_token"):
+//     the session's refresh token; Path=/api/auth (sent to refresh and
+//     logout only, never to the document service), HttpOnly, Secure,
+//     SameSite=Strict; it lives as long as the session can.
+//
+// POST /api/auth/refresh with the refresh cookie sets both anew; logout,
+// logout-all and a refused refresh clear both. A cross-origin browser
+// request to login gets its JSON body but no cookies, so a foreign page
+// cannot sign a visitor in to an account of its choosing.
+//
+// Authenticate takes the Bearer header when there is one, else the
+// access cookie. A request that a cookie authenticates (or that uses the
+// refresh cookie: refresh, logout) must pass the standard library's
+// cross-origin check when its method is unsafe (anything but GET, HEAD,
+// OPTIONS): browsers say where a request comes from (Sec-Fetch-Site, or
+// Origin for older ones), and anything but a same-origin request, or a
+// request from SessionConfig.TrustedOrigins, is refused with 403
+// {"detail": "Cross-origin request refused"}. Requests without either
+// header are not from a browser and pass. Bearer requests are never
+// checked: a foreign page cannot make a browser send a Bearer header.
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// refreshCookiePath scopes the refresh cookie to the routes that use it.
+const refreshCookiePath = "/api/auth"
+
+var errCrossOrigin = newError(http.StatusForbidden, "Cross-origin request refused")
+
+// newCrossOriginProtection returns the CSRF check, trusting origins.
+func newCrossOriginProtection(origins []string) (*http.CrossOriginProtection, error) {
+	c := http.NewCrossOriginProtection()
+	for _, o := range origins {
+		if err := c.AddTrustedOrigin(o); err != nil {
+			return nil, fmt.Errorf("sessions: trusted origin: %w", err)
+		}
+	}
+	return c, nil
+}
+
+// checkCrossOrigin refuses an unsafe cross-origin browser request.
+func (s *Service) checkCrossOrigin(r *http.Request) error {
+	if err := s.crossOrigin.Check(r); err != nil {
+		return errCrossOrigin
+	}
+	return nil
+}
+
+// cookieValue returns the value of the cookie name, if not empty.
+func cookieValue(r *http.Request, name string) (string, bool) {
+	c, err := r.Cookie(name)
+	if err != nil || c.Value == "" {
+		return "", false
+	}
+	return c.Value, true
+}
+
+// accessCookie returns the access token of the access cookie.
+func (s *Service) accessCookie(r *http.Request) (string, bool) {
+	return cookieValue(r, s.cfg.Sessions.AccessCookieName)
+}
+
+// refreshCookie returns the refresh token of the refresh cookie.
+func (s *Service) refreshCookie(r *http.Request) (string, bool) {
+	return cookieValue(r, s.cfg.Sessions.RefreshCookieName)
+}
+
+// setSessionCookies sets the access cookie to accessToken (for the short
+// cookie lifetime) and the refresh cookie to refreshToken until
+// refreshExpires.
+func (s *Service) setSessionCookies(w http.ResponseWriter, accessToken, refreshToken string, refreshExpires time.Time) {
+	cfg := s.cfg.Sessions
+	http.SetCookie(w, s.cookie(cfg.AccessCookieName, accessToken, "/", http.SameSiteLaxMode,
+		time.Now().Add(cfg.AccessCookieLifetime)))
+	http.SetCookie(w, s.cookie(cfg.RefreshCookieName, refreshToken, refreshCookiePath, http.SameSiteStrictMode,
+		refreshExpires))
+}
+
+// clearSessionCookies tells the browser to drop both cookies.
+func (s *Service) clearSessionCookies(w http.ResponseWriter) {
+	cfg := s.cfg.Sessions
+	http.SetCookie(w, s.cookie(cfg.AccessCookieName, "", "/", http.SameSiteLaxMode, time.Time{}))
+	http.SetCookie(w, s.cookie(cfg.RefreshCookieName, "", refreshCookiePath, http.SameSiteStrictMode, time.Time{}))
+}
+
+// cookie makes one of the session cookies; a zero expires deletes it.
+func (s *Service) cookie(name, value, path string, sameSite http.SameSite, expires time.Time) *http.Cookie {
+	c := &http.Cookie{
+		Name:     name,
+		Value:    value,
+		Path:     path,
+		Domain:   s.cfg.Sessions.CookieDomain,
+		HttpOnly: true,
+		Secure:   true,
+		SameSite: sameSite,
+	}
+	if expires.IsZero() {
+		c.MaxAge = -1 // "Max-Age=0": delete now
+		c.Expires = time.Unix(1, 0)
+		return c
+	}
+	c.MaxAge = max(int(time.Until(expires).Seconds()), 1)
+	c.Expires = expires.UTC()
+	return c
+}

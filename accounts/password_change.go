@@ -1,0 +1,100 @@
+package accounts
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+)
+
+var (
+	errIncorrectPassword = newError(http.StatusBadRequest, "Incorrect password")
+	errSamePassword      = newError(http.StatusBadRequest, "New password cannot be the same as the current one")
+)
+
+// handleChangePassword serves POST /api/users/me/password with the body
+// {"current_password": str, "new_password": str}.
+//
+// As FastAPI would: the body is validated first, 422 with one entry per
+// failing rule (missing fields, unknown fields, and the register's
+// password policy on new_password, at ["body", "new_password"]); then 400
+// {"detail": "Incorrect password"} when current_password is wrong, and
+// 400 {"detail": "New password cannot be the same as the current one"}.
+// On success: 204. Every other session of the user is revoked (their
+// refresh tokens and access tokens stop working at once); the session of
+// the request stays. Access tokens without a session (the old backend's)
+// are not revoked: they expire by themselves; POST /api/auth/logout-all
+// ends those too.
+func (s *Service) handleChangePassword(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	body, err := readJSONBody(w, r)
+	if err != nil {
+		return err
+	}
+	current := body.String("current_password")
+	before := len(body.errs.Fields)
+	newPassword := body.String("new_password")
+	if len(body.errs.Fields) == before {
+		for _, msg := range CheckPasswordPolicy(newPassword) {
+			body.Fail("new_password", msg)
+		}
+	}
+	if err := body.Finish(); err != nil {
+		return err
+	}
+
+	ctx := r.Context()
+	hash, err := s.passwordHashOf(ctx, p.User.ID)
+	if errors.Is(err, errNoUser) {
+		return errInvalidCredentials
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := s.hasher.Verify(ctx, current, hash); errors.Is(err, ErrMismatch) {
+		s.log.Info("password change refused: wrong current password", zap.String("user_id", p.User.ID))
+		return errIncorrectPassword
+	} else if err != nil {
+		return err
+	}
+	if newPassword == current {
+		return errSamePassword
+	}
+	newHash, err := s.hasher.Hash(ctx, newPassword)
+	if err != nil {
+		return err
+	}
+	var revoked int64
+	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx,
+			"UPDATE users SET hashed_password = $2, updated_at = now() WHERE id = $1", p.User.ID, newHash); err != nil {
+			return fmt.Errorf("storing password hash: %w", err)
+		}
+		n, err := revokeOtherSessions(ctx, tx, p.User.ID, p.Claims.SessionID, revokedByPasswordChange)
+		revoked = n
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	s.cache.invalidate(p.User.ID)
+	s.log.Info("password changed", zap.String("user_id", p.User.ID), zap.Int64("sessions_revoked", revoked))
+	s.audit(r, EventPasswordChange, p.User.ID, p.User.ID, map[string]any{"sessions_revoked": revoked})
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// passwordHashOf returns the stored password hash of user id.
+func (s *Service) passwordHashOf(ctx context.Context, id string) (string, error) {
+	var hash string
+	err := s.db.QueryRow(ctx, "SELECT hashed_password FROM users WHERE id = $1", id).Scan(&hash)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", errNoUser
+	}
+	if err != nil {
+		return "", fmt.Errorf("loading password hash: %w", err)
+	}
+	return hash, nil
+}

@@ -1,0 +1,172 @@
+package accounts
+
+// Refresh, logout and logout-all: the routes of a session's life after
+// login (the rules are in sessions.go, the cookies in cookies.go).
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net/http"
+
+	"go.uber.org/zap"
+)
+
+// readRefreshToken returns the refresh token of a request: from a JSON
+// body {"refresh_token": "..."} when the request has a body (non-browser
+// clients), else from the refresh cookie. fromCookie tells which. A body
+// that is not that object is a 422, as usual.
+func (s *Service) readRefreshToken(w http.ResponseWriter, r *http.Request) (token string, fromCookie bool, err error) {
+	raw, err := readBody(w, r)
+	if err != nil {
+		return "", false, err
+	}
+	if len(bytes.TrimSpace(raw)) == 0 {
+		token, ok := s.refreshCookie(r)
+		return token, ok, nil
+	}
+	r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(raw)), int64(len(raw))
+	body, err := readJSONBody(w, r)
+	if err != nil {
+		return "", false, err
+	}
+	token = body.String("refresh_token")
+	if err := body.Finish(); err != nil {
+		return "", false, err
+	}
+	return token, false, nil
+}
+
+// handleRefresh serves POST /api/auth/refresh: it exchanges a refresh
+// token (the refresh cookie, or {"refresh_token": "..."} in a JSON body)
+// for a new access token, of SessionConfig.AccessCookieLifetime, and a
+// new refresh token, by the rules in sessions.go.
+//
+// 200 {"access_token", "token_type": "bearer", "expires_in",
+// "refresh_token"}: with a body token, the body carries the new refresh
+// token and no cookie is set. With the cookie, both cookies are set, and
+// the body leaves out refresh_token unless RefreshTokenInBody says
+// otherwise (and access_token when OmitTokenFromBody says so).
+//
+// 401 {"detail": "Invalid refresh token"} (with WWW-Authenticate: Bearer)
+// for a missing, unknown, retired, expired or revoked refresh token or an
+// inactive user; both cookies are cleared. 403 for a cross-origin
+// request with the cookie; 422 for a malformed body.
+func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) error {
+	token, fromCookie, err := s.readRefreshToken(w, r)
+	if err != nil {
+		return err
+	}
+	if fromCookie {
+		if err := s.checkCrossOrigin(r); err != nil {
+			return err
+		}
+	}
+	if token == "" {
+		s.clearSessionCookies(w)
+		return errInvalidRefresh
+	}
+	ctx := r.Context()
+	sess, err := s.rotateSession(ctx, token, ClientIP(r), r.UserAgent())
+	var reuse *refreshReuseError
+	switch {
+	case errors.As(err, &reuse):
+		s.log.Warn("refresh token reused: session revoked",
+			zap.String("user_id", reuse.userID), zap.String("session_id", reuse.sessionID))
+		s.audit(r, EventRefreshReuse, "", reuse.userID, map[string]any{"session_id": reuse.sessionID})
+		s.clearSessionCookies(w)
+		return errInvalidRefresh
+	case errors.Is(err, errInvalidRefresh):
+		s.clearSessionCookies(w)
+		return errInvalidRefresh
+	case err != nil:
+		return err
+	}
+
+	cfg := s.cfg.Sessions
+	access, err := s.issueAccessToken(ctx, sess.user, sess.id, cfg.AccessCookieLifetime)
+	if err != nil {
+		return err
+	}
+	body := sessionTokenResponse{
+		AccessToken: access, TokenType: "bearer",
+		ExpiresIn: int64(cfg.AccessCookieLifetime.Seconds()), RefreshToken: sess.refreshToken,
+	}
+	if fromCookie {
+		s.setSessionCookies(w, access, sess.refreshToken, sess.expires)
+		if !cfg.RefreshTokenInBody {
+			body.RefreshToken = ""
+		}
+		if cfg.OmitTokenFromBody {
+			body.AccessToken = ""
+		}
+	}
+	writeJSON(w, http.StatusOK, body)
+	return nil
+}
+
+// handleLogout serves POST /api/auth/logout: it revokes the caller's
+// session, named by the refresh token (JSON body {"refresh_token"} or the
+// refresh cookie) or else by the "sid" of the access token (Bearer header
+// or access cookie), and clears both cookies.
+//
+// 204, always, once the request is acceptable: logging out is idempotent,
+// and a client with an unknown, expired or already revoked token, or none
+// at all, is logged out already. 403 for a cross-origin request with a
+// cookie; 422 for a malformed body.
+func (s *Service) handleLogout(w http.ResponseWriter, r *http.Request) error {
+	token, fromCookie, err := s.readRefreshToken(w, r)
+	if err != nil {
+		return err
+	}
+	if fromCookie {
+		if err := s.checkCrossOrigin(r); err != nil {
+			return err
+		}
+	}
+	ctx := r.Context()
+	var sessionID, userID string
+	if token != "" {
+		if sessionID, userID, err = s.revokeSessionOfRefreshToken(ctx, token, revokedByLogout); err != nil {
+			return err
+		}
+	} else {
+		p, err := s.Authenticate(r)
+		var ae *Error
+		switch {
+		case err == nil && p.Claims.SessionID != "":
+			if _, err := s.revokeSession(ctx, p.Claims.SessionID, p.User.ID, revokedByLogout); err != nil {
+				return err
+			}
+			sessionID, userID = p.Claims.SessionID, p.User.ID
+		case err == nil, errors.As(err, &ae) && ae.Status == http.StatusUnauthorized:
+			// A token without a session, or no valid credential at
+			// all: nothing to revoke.
+		default:
+			return err // cross-origin (403), database down (503)
+		}
+	}
+	if userID != "" {
+		s.audit(r, EventLogout, userID, userID, map[string]any{"session_id": sessionID})
+	}
+	s.clearSessionCookies(w)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// handleLogoutAll serves POST /api/auth/logout-all (authenticated): it
+// revokes every session of the caller, and every access token issued
+// until now stops working on the next request, on every instance, with
+// or without a sid (users.tokens_valid_after). 204; both cookies are
+// cleared.
+func (s *Service) handleLogoutAll(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	n, err := s.logoutAll(r.Context(), p.User.ID)
+	if err != nil {
+		return err
+	}
+	s.log.Info("logged out everywhere", zap.String("user_id", p.User.ID), zap.Int64("sessions", n))
+	s.audit(r, EventLogoutAll, p.User.ID, p.User.ID, map[string]any{"sessions_revoked": n})
+	s.clearSessionCookies(w)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

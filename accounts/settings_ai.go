@@ -1,0 +1,333 @@
+package accounts
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"go.uber.org/zap"
+)
+
+// The provider connection test: POST /api/settings/ai/test.
+const (
+	// defaultAITestTimeout bounds the whole test request (API.md: 15 s).
+	defaultAITestTimeout = 15 * time.Second
+	defaultOpenAIBaseURL = "https://api.openai.com/v1"
+	// defaultAnthropicBaseURL has no /v1: the path below adds it.
+	defaultAnthropicBaseURL = "https://api.anthropic.com"
+	anthropicVersion        = "2023-06-01"
+	// aiTestPrompt is the one short user message sent.
+	aiTestPrompt = "ping"
+	// maxProviderBody bounds what is read of a provider's answer.
+	maxProviderBody = 64 << 10
+	// maxAITestMessageLen bounds the provider text quoted in a message.
+	maxAITestMessageLen = 200
+	// maxAITestRedirects bounds same-origin redirects followed.
+	maxAITestRedirects = 3
+)
+
+// aiTestResult is the body of POST /api/settings/ai/test.
+type aiTestResult struct {
+	// OK is true when the provider answered 2xx.
+	OK bool `json:"ok"`
+	// StatusCode is the provider's HTTP status, or null when none came.
+	StatusCode *int `json:"status_code"`
+	// LatencyMS is how long the request took, in milliseconds (0 when
+	// none was sent).
+	LatencyMS int64 `json:"latency_ms"`
+	// Model is the model that was tested.
+	Model string `json:"model"`
+	// Message says what happened, for a person; it never holds the key.
+	Message string `json:"message"`
+}
+
+func newAITransport() http.RoundTripper {
+	if t, ok := http.DefaultTransport.(*http.Transport); ok {
+		return t.Clone()
+	}
+	return http.DefaultTransport
+}
+
+// handleTestAI serves POST /api/settings/ai/test (admin). The optional
+// body holds the fields of PATCH /api/settings/ai, merged onto the stored
+// settings for this test only (nothing is saved); an empty body, no body
+// or null tests the stored settings. It sends one minimal chat request
+// (one user message "ping", max_tokens 1) and answers 200 with the
+// outcome, whatever the provider said:
+//
+//   - OpenAI-compatible: POST {base_url}/chat/completions (default base
+//     https://api.openai.com/v1), "Authorization: Bearer <key>", body
+//     {"model", "messages": [{"role": "user", "content": "ping"}],
+//     "max_tokens": 1}.
+//   - Anthropic: POST {base_url}/v1/messages (default base
+//     https://api.anthropic.com), "x-api-key: <key>",
+//     "anthropic-version: 2023-06-01", body {"model", "max_tokens": 1,
+//     "messages": [...]}.
+//
+// Messages: "Connection OK" (2xx); "Provider answered <status>: <the
+// provider's error message, at most 200 characters>"; "Timed out after
+// 15s"; "Connection failed: <reason>"; "No API key configured" (nothing
+// sent). The key is scrubbed from every provider text and error before
+// use, and is never in the response or a log line. Redirects are
+// followed only to the same scheme, host and port (at most 3); another
+// one is reported as the provider's answer, not followed.
+func (s *Service) handleTestAI(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	patch, err := readOptionalAIPatch(w, r)
+	if err != nil {
+		return err
+	}
+	cur, err := s.settings.ai.load()
+	if err != nil {
+		return err
+	}
+	cfg, _ := patch.apply(cur)
+	res := s.settings.testAI(r.Context(), cfg)
+	fields := []zap.Field{
+		zap.String("provider", cfg.Provider), zap.String("model", cfg.Model),
+		zap.Bool("ok", res.OK), zap.Int64("latency_ms", res.LatencyMS),
+		zap.String("user_id", p.User.ID),
+	}
+	if res.StatusCode != nil {
+		fields = append(fields, zap.Int("status_code", *res.StatusCode))
+	}
+	s.log.Info("AI provider connection test", fields...)
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}
+
+// readOptionalAIPatch reads the optional body of the test route: none,
+// empty or null is no override.
+func readOptionalAIPatch(w http.ResponseWriter, r *http.Request) (aiPatch, error) {
+	raw, err := readBody(w, r)
+	if err != nil {
+		return aiPatch{}, err
+	}
+	if t := bytes.TrimSpace(raw); len(t) == 0 || string(t) == "null" {
+		return aiPatch{}, nil
+	}
+	r.Body = io.NopCloser(bytes.NewReader(raw))
+	body, err := readJSONBody(w, r)
+	if err != nil {
+		return aiPatch{}, err
+	}
+	patch := readAIPatch(body)
+	return patch, body.Finish()
+}
+
+// testAI sends the test request for cfg and describes the outcome.
+func (st *settingsStore) testAI(ctx context.Context, cfg aiSettings) aiTestResult {
+	res := aiTestResult{Model: cfg.Model}
+	if cfg.APIKey == nil || *cfg.APIKey == "" {
+		res.Message = "No API key configured"
+		return res
+	}
+	key := *cfg.APIKey
+	timeout := st.aiTestTimeout
+	if timeout <= 0 {
+		timeout = defaultAITestTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := newAIPingRequest(ctx, cfg, key)
+	if err != nil {
+		res.Message = "Connection failed: " + scrubSecret(err.Error(), key)
+		return res
+	}
+	client := &http.Client{Transport: st.aiTransport, CheckRedirect: sameOriginRedirects}
+	start := time.Now()
+	resp, err := client.Do(req)
+	var body []byte
+	if err == nil {
+		body, err = io.ReadAll(io.LimitReader(resp.Body, maxProviderBody))
+		resp.Body.Close()
+		if err == nil || resp.StatusCode < 200 || resp.StatusCode > 299 {
+			// A failure while reading an error's text leaves the status.
+			err = nil
+		}
+	}
+	res.LatencyMS = time.Since(start).Milliseconds()
+	if err != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			res.Message = "Timed out after " + timeout.String()
+		} else {
+			res.Message = "Connection failed: " + scrubSecret(connectionFailure(err), key)
+		}
+		return res
+	}
+	status := resp.StatusCode
+	res.StatusCode = &status
+	switch {
+	case status >= 200 && status <= 299:
+		res.OK = true
+		res.Message = "Connection OK"
+	case status >= 300 && status <= 399:
+		res.Message = fmt.Sprintf("Provider answered %d: redirect to another host not followed", status)
+	default:
+		text := providerErrorText(body, key)
+		if text == "" {
+			text = http.StatusText(status)
+		}
+		res.Message = fmt.Sprintf("Provider answered %d", status)
+		if text != "" {
+			res.Message += ": " + text
+		}
+	}
+	return res
+}
+
+// newAIPingRequest builds the minimal chat request of cfg's provider.
+func newAIPingRequest(ctx context.Context, cfg aiSettings, key string) (*http.Request, error) {
+	messages := []map[string]string{{"role": "user", "content": aiTestPrompt}}
+	var endpoint string
+	var payload any
+	switch cfg.Provider {
+	case ProviderAnthropic:
+		endpoint = strings.TrimRight(valueOr(cfg.BaseURL, defaultAnthropicBaseURL), "/") + "/v1/messages"
+		payload = struct {
+			Model     string              `json:"model"`
+			MaxTokens int                 `json:"max_tokens"`
+			Messages  []map[string]string `json:"messages"`
+		}{cfg.Model, 1, messages}
+	default:
+		endpoint = strings.TrimRight(valueOr(cfg.BaseURL, defaultOpenAIBaseURL), "/") + "/chat/completions"
+		payload = struct {
+			Model     string              `json:"model"`
+			Messages  []map[string]string `json:"messages"`
+			MaxTokens int                 `json:"max_tokens"`
+		}{cfg.Model, messages, 1}
+	}
+	data, err := json.Marshal(payload)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(data))
+	if err != nil {
+		return nil, errors.New("invalid base URL")
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	if cfg.Provider == ProviderAnthropic {
+		req.Header.Set("x-api-key", key)
+		req.Header.Set("anthropic-version", anthropicVersion)
+	} else {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	return req, nil
+}
+
+func valueOr(p *string, def string) string {
+	if p == nil || *p == "" {
+		return def
+	}
+	return *p
+}
+
+// sameOriginRedirects follows a redirect only to the same scheme, host and
+// port as the original request: the key travels in a header that Go would
+// pass on to any host (x-api-key is not one it knows to drop).
+func sameOriginRedirects(req *http.Request, via []*http.Request) error {
+	first := via[0].URL
+	if req.URL.Scheme != first.Scheme || !strings.EqualFold(req.URL.Host, first.Host) || len(via) > maxAITestRedirects {
+		return http.ErrUseLastResponse
+	}
+	return nil
+}
+
+// connectionFailure is the reason a request got no answer, without the
+// method and URL that url.Error adds.
+func connectionFailure(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil {
+		// "dial tcp 127.0.0.1:1: connect: connection refused"
+		return truncateRunes(oe.Error(), maxAITestMessageLen)
+	}
+	return truncateRunes(err.Error(), maxAITestMessageLen)
+}
+
+// providerErrorText extracts a provider's error message from its answer:
+// {"error": {"message": ...}} (OpenAI, Anthropic), {"error": "..."},
+// {"message": ...} or {"detail": "..."}, else the text itself. The key is
+// scrubbed before the text is shortened to 200 characters.
+func providerErrorText(body []byte, key string) string {
+	text := string(body)
+	var v struct {
+		Error   json.RawMessage `json:"error"`
+		Message any             `json:"message"`
+		Detail  any             `json:"detail"`
+	}
+	if json.Unmarshal(body, &v) == nil {
+		var nested struct {
+			Message string `json:"message"`
+		}
+		var s string
+		switch {
+		case json.Unmarshal(v.Error, &nested) == nil && nested.Message != "":
+			text = nested.Message
+		case json.Unmarshal(v.Error, &s) == nil && s != "":
+			text = s
+		case isNonEmptyString(v.Message):
+			text = v.Message.(string)
+		case isNonEmptyString(v.Detail):
+			text = v.Detail.(string)
+		}
+	}
+	text = strings.ToValidUTF8(text, "")
+	text = strings.Join(strings.Fields(text), " ")
+	return truncateRunes(scrubSecret(text, key), maxAITestMessageLen)
+}
+
+func isNonEmptyString(v any) bool {
+	s, ok := v.(string)
+	return ok && s != ""
+}
+
+// secretFragmentLen is the length of the pieces of a key that are looked
+// for in provider text: a provider may echo part of a key ("sk-proj-abc…").
+const secretFragmentLen = 8
+
+// scrubSecret removes secret from text: every occurrence of it, and every
+// word that holds any 8-character piece of it, become "****".
+func scrubSecret(text, secret string) string {
+	if secret == "" {
+		return text
+	}
+	text = strings.ReplaceAll(text, secret, maskPrefix)
+	if len(secret) < secretFragmentLen {
+		return text
+	}
+	pieces := make(map[string]struct{}, len(secret))
+	for i := 0; i+secretFragmentLen <= len(secret); i++ {
+		pieces[secret[i:i+secretFragmentLen]] = struct{}{}
+	}
+	words := strings.FieldsFunc(text, func(r rune) bool { return r == ' ' || r == '\t' || r == '\n' || r == '\r' || r == '"' || r == '\'' })
+	for _, word := range words {
+		for i := 0; i+secretFragmentLen <= len(word); i++ {
+			if _, ok := pieces[word[i:i+secretFragmentLen]]; ok {
+				text = strings.ReplaceAll(text, word, maskPrefix)
+				break
+			}
+		}
+	}
+	return text
+}
+
+// truncateRunes cuts s to at most n characters.
+func truncateRunes(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	return string([]rune(s)[:n])
+}
