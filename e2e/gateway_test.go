@@ -1,0 +1,617 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The scenarios of the accounts API through the real gateway: register,
+// login, /api/users/me and health. Every answer is checked for its exact
+// status, detail and relevant headers (API.md, docs/API.md).
+
+const password = "Gateway!Pass9"
+
+var uuidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+
+// Policy messages, each at ["body", "password"] with type value_error.
+const (
+	msgMinLen  = "Value error, Password must be at least 8 characters long"
+	msgMaxLen  = "Value error, Password must be at most 128 characters long"
+	msgUpper   = "Value error, Password must contain at least one uppercase letter"
+	msgSpecial = "Value error, Password must contain at least one special character"
+	msgTest    = `Value error, Password must not contain the word "test"`
+)
+
+func pwErr(msg string) fieldError {
+	return fieldError{Type: "value_error", Loc: []any{"body", "password"}, Msg: msg}
+}
+
+func missing(loc ...any) fieldError {
+	return fieldError{Type: "missing", Loc: loc, Msg: "Field required"}
+}
+
+func emailErr(reason string) fieldError {
+	return fieldError{Type: "value_error", Loc: []any{"body", "email"}, Msg: "value is not a valid email address: " + reason}
+}
+
+// countUsers counts the accounts whose email is email in any case.
+func countUsers(t *testing.T, g *Gateway, email string) int {
+	t.Helper()
+	var n int
+	querySQL(t, g.DatabaseURL, "SELECT count(*) FROM users WHERE lower(email) = lower($1)", []any{strings.TrimSpace(email)}, &n)
+	return n
+}
+
+// expectUserObject checks the members of a user object: exactly the
+// contract's, with their types and formats.
+func expectUserObject(t *testing.T, body []byte) apiUser {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(body, &m); err != nil {
+		t.Fatalf("user object %s: %v", body, err)
+	}
+	var keys []string
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	if want := []string{"created_at", "email", "id", "is_active", "role", "updated_at"}; !slices.Equal(keys, want) {
+		t.Errorf("user object members %v, want %v: %s", keys, want, body)
+	}
+	var u apiUser
+	if err := json.Unmarshal(body, &u); err != nil {
+		t.Fatalf("user object %s: %v", body, err)
+	}
+	if !uuidRE.MatchString(u.ID) {
+		t.Errorf("id %q is not a UUID", u.ID)
+	}
+	if _, ok := m["is_active"].(bool); !ok {
+		t.Errorf("is_active %v is not a boolean", m["is_active"])
+	}
+	for name, v := range map[string]string{"created_at": u.CreatedAt, "updated_at": u.UpdatedAt} {
+		ts, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			t.Errorf("%s %q is not RFC 3339: %v", name, v, err)
+			continue
+		}
+		if !strings.HasSuffix(v, "Z") {
+			t.Errorf("%s %q is not in UTC (Z)", name, v)
+		}
+		if d := time.Since(ts); d < -time.Minute || d > 10*time.Minute {
+			t.Errorf("%s %q is not about now", name, v)
+		}
+	}
+	return u
+}
+
+// sameUser compares what identifies an account and cannot change by
+// itself (updated_at may move on a login, say).
+func sameUser(a, b apiUser) bool {
+	return a.ID == b.ID && a.Email == b.Email && a.Role == b.Role && a.IsActive == b.IsActive && a.CreatedAt == b.CreatedAt
+}
+
+// ---------------------------------------------------------------------
+// Register
+
+func TestRegisterReturnsUser(t *testing.T) {
+	t.Parallel()
+	g := sharedGateway(t)
+	c := g.Client(t)
+	email := "Mixed.Case." + uniqueEmail(t)
+	pw := randomPassword()
+
+	r := c.PostJSON("/api/auth/register", "", map[string]string{
+		"email": "  " + email + "\t", "password": pw, "full_name": "Ada Lovelace",
+	})
+	expectStatus(t, r, http.StatusCreated)
+	if ct := r.ContentType(); ct != "application/json" {
+		t.Errorf("Content-Type %q", r.Header.Get("Content-Type"))
+	}
+	u := expectUserObject(t, r.Body)
+	if u.Email != email {
+		t.Errorf("email %q, want %q (trimmed, case kept)", u.Email, email)
+	}
+	if u.Role != "user" || !u.IsActive {
+		t.Errorf("role %q is_active %v, want user true", u.Role, u.IsActive)
+	}
+	expectNoEcho(t, r, pw)
+	if bytes.Contains(r.Body, []byte("hashed_password")) || bytes.Contains(r.Body, []byte("argon2")) {
+		t.Errorf("the user object shows the password hash: %s", r.Body)
+	}
+
+	// Stored trimmed and as given, with a profile row.
+	var stored string
+	var fullName *string
+	querySQL(t, g.DatabaseURL, "SELECT u.email, p.full_name FROM users u JOIN profiles p ON p.user_id = u.id WHERE u.id = $1",
+		[]any{u.ID}, &stored, &fullName)
+	if stored != email {
+		t.Errorf("stored email %q, want %q", stored, email)
+	}
+	if fullName == nil || *fullName != "Ada Lovelace" {
+		t.Errorf("profile full_name %v, want Ada Lovelace", fullName)
+	}
+
+	// /api/users/me shows the same object.
+	token := c.Login(email, pw)
+	me := c.Get("/api/users/me", token)
+	expectStatus(t, me, http.StatusOK)
+	if got := expectUserObject(t, me.Body); !sameUser(got, u) {
+		t.Errorf("/api/users/me %+v, want the registered user %+v", got, u)
+	}
+}
+
+func TestRegisterDuplicateEmailAnyCase(t *testing.T) {
+	t.Parallel()
+	g := sharedGateway(t)
+	c := g.Client(t)
+	email := uniqueEmail(t)
+	c.Register(email, password)
+	for _, dup := range []string{email, strings.ToUpper(email), "  " + strings.ToUpper(email[:1]) + email[1:] + " "} {
+		r := c.PostJSON("/api/auth/register", "", map[string]string{"email": dup, "password": "Other!Pass1"})
+		expectDetail(t, r, http.StatusConflict, "Email already registered")
+	}
+	if n := countUsers(t, g, email); n != 1 {
+		t.Errorf("%d accounts with %s, want 1", n, email)
+	}
+}
+
+func TestRegisterPasswordPolicy(t *testing.T) {
+	t.Parallel()
+	g := sharedGateway(t)
+	c := g.Client(t)
+	for _, tc := range []struct {
+		name, password string
+		want           []fieldError
+	}{
+		{"too short", "Ab!1234", []fieldError{pwErr(msgMinLen)}},
+		{"too long", "Ab!" + strings.Repeat("x", 126), []fieldError{pwErr(msgMaxLen)}},
+		{"no uppercase", "lower!case9", []fieldError{pwErr(msgUpper)}},
+		{"no special character", "NoSpecial123", []fieldError{pwErr(msgSpecial)}},
+		{"contains test in any case", "My!TeSt-Pass1", []fieldError{pwErr(msgTest)}},
+		{"three rules", "xtESTx", []fieldError{pwErr(msgMinLen), pwErr(msgSpecial), pwErr(msgTest)}},
+		{"every rule", "atestb", []fieldError{pwErr(msgMinLen), pwErr(msgUpper), pwErr(msgSpecial), pwErr(msgTest)}},
+		{"empty", "", []fieldError{pwErr(msgMinLen), pwErr(msgUpper), pwErr(msgSpecial)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			email := uniqueEmail(t)
+			r := c.PostJSON("/api/auth/register", "", map[string]string{"email": email, "password": tc.password})
+			expectValidation(t, r, tc.want...)
+			expectNoEcho(t, r, tc.password)
+			if n := countUsers(t, g, email); n != 0 {
+				t.Errorf("the account was created")
+			}
+		})
+	}
+	t.Run("boundaries accepted", func(t *testing.T) {
+		for _, pw := range []string{"Abcdef!1", "Ab!" + strings.Repeat("x", 125), "Ünïcödé!"} {
+			c.Register(uniqueEmail(t), pw)
+		}
+	})
+}
+
+func TestRegisterInvalidEmail(t *testing.T) {
+	t.Parallel()
+	g := sharedGateway(t)
+	c := g.Client(t)
+	for _, tc := range []struct{ email, reason string }{
+		{"plainaddress", "An email address must have an @-sign."},
+		{"two@@example.com", "The email address is not valid. It must have exactly one @-sign."},
+		{"@example.com", "There must be something before the @-sign."},
+		{"someone@", "There must be something after the @-sign."},
+		{"someone@localhost", "The part after the @-sign is not valid. It should have a period."},
+	} {
+		t.Run(tc.email, func(t *testing.T) {
+			r := c.PostJSON("/api/auth/register", "", map[string]string{"email": tc.email, "password": password})
+			expectValidation(t, r, emailErr(tc.reason))
+			expectNoEcho(t, r, password)
+			if n := countUsers(t, g, tc.email); n != 0 {
+				t.Errorf("the account was created")
+			}
+		})
+	}
+	t.Run("not a string", func(t *testing.T) {
+		r := c.PostJSON("/api/auth/register", "", map[string]any{"email": 123, "password": password})
+		expectValidation(t, r, fieldError{Type: "string_type", Loc: []any{"body", "email"}, Msg: "Input should be a valid string"})
+	})
+	t.Run("null", func(t *testing.T) {
+		r := c.PostJSON("/api/auth/register", "", map[string]any{"email": nil, "password": password})
+		expectValidation(t, r, fieldError{Type: "string_type", Loc: []any{"body", "email"}, Msg: "Input should be a valid string"})
+	})
+	t.Run("with a bad password", func(t *testing.T) {
+		r := c.PostJSON("/api/auth/register", "", map[string]string{"email": "nope", "password": "short"})
+		expectValidation(t, r, emailErr("An email address must have an @-sign."),
+			pwErr(msgMinLen), pwErr(msgUpper), pwErr(msgSpecial))
+		expectNoEcho(t, r, "short")
+	})
+}
+
+func TestRegisterMissingFields(t *testing.T) {
+	t.Parallel()
+	g := sharedGateway(t)
+	c := g.Client(t)
+	email := uniqueEmail(t)
+	for _, tc := range []struct {
+		name string
+		body any
+		want []fieldError
+	}{
+		{"empty object", map[string]any{}, []fieldError{missing("body", "email"), missing("body", "password")}},
+		{"no password", map[string]any{"email": email}, []fieldError{missing("body", "password")}},
+		{"no email", map[string]any{"password": password}, []fieldError{missing("body", "email")}},
+		{"no body", "", []fieldError{missing("body")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := c.PostJSON("/api/auth/register", "", tc.body)
+			expectValidation(t, r, tc.want...)
+			expectNoEcho(t, r, password)
+		})
+	}
+	if n := countUsers(t, g, email); n != 0 {
+		t.Errorf("an account was created")
+	}
+}
+
+func TestRegisterUnknownFieldsRefused(t *testing.T) {
+	t.Parallel()
+	g := sharedGateway(t)
+	c := g.Client(t)
+	extra := func(name string) fieldError {
+		return fieldError{Type: "extra_forbidden", Loc: []any{"body", name}, Msg: "Extra inputs are not permitted"}
+	}
+	email := uniqueEmail(t)
+	r := c.PostJSON("/api/auth/register", "", map[string]any{"email": email, "password": password, "role": "admin"})
+	expectValidation(t, r, extra("role"))
+	expectNoEcho(t, r, password)
+
+	r = c.PostJSON("/api/auth/register", "", map[string]any{
+		"email": email, "password": password, "role": "admin", "is_active": true,
+		"id": "00000000-0000-4000-8000-000000000000",
+	})
+	expectValidation(t, r, extra("id"), extra("is_active"), extra("role"))
+
+	if n := countUsers(t, g, email); n != 0 {
+		t.Fatalf("the account was created (%d rows)", n)
+	}
+	lr := c.PostForm("/api/auth/login", url.Values{"username": {email}, "password": {password}})
+	expectBearerError(t, lr, "Incorrect email or password")
+
+	// The same account without the extras is an ordinary user.
+	u := c.Register(email, password)
+	if u.Role != "user" || u.ID == "00000000-0000-4000-8000-000000000000" {
+		t.Errorf("registered %+v", u)
+	}
+}
+
+func TestRegisterBodyNotJSON(t *testing.T) {
+	t.Parallel()
+	g := sharedGateway(t)
+	c := g.Client(t)
+	jsonInvalid := func(pos int) fieldError {
+		return fieldError{Type: "json_invalid", Loc: []any{"body", pos}, Msg: "JSON decode error"}
+	}
+	notObject := fieldError{Type: "model_attributes_type", Loc: []any{"body"}, Msg: "Input should be a valid dictionary or object to extract fields from"}
+
+	// Positions as FastAPI reports them (Python's JSONDecodeError.pos).
+	r := c.PostJSON("/api/auth/register", "", "{bad")
+	expectValidation(t, r, jsonInvalid(1))
+	truncated := `{"email": "a@b.co", "password": "Secret!Pass9"`
+	r = c.PostJSON("/api/auth/register", "", truncated)
+	expectValidation(t, r, jsonInvalid(len(truncated)))
+	expectNoEcho(t, r, "Secret!Pass9")
+
+	// A bad literal: FastAPI puts the literal's start (0) in loc, the
+	// gateway the offending byte; the contract fixes only the type.
+	r = c.PostJSON("/api/auth/register", "", "not json")
+	expectStatus(t, r, http.StatusUnprocessableEntity)
+	var got struct{ Detail []fieldError }
+	r.Decode(t, &got)
+	if len(got.Detail) != 1 || got.Detail[0].Type != "json_invalid" || got.Detail[0].Msg != "JSON decode error" ||
+		len(got.Detail[0].Loc) != 2 || got.Detail[0].Loc[0] != "body" {
+		t.Errorf("not json: %s", r.Body)
+	}
+
+	r = c.PostJSON("/api/auth/register", "", "[]")
+	expectValidation(t, r, notObject)
+
+	req := c.NewRequest(http.MethodPost, "/api/auth/register", strings.NewReader(`{"email":"x@example.com","password":"Secret!Pass9"}`))
+	req.Header.Set("Content-Type", "text/plain")
+	r = c.Do(req)
+	expectValidation(t, r, notObject)
+	expectNoEcho(t, r, "Secret!Pass9")
+}
+
+func TestRegisterBodyTooLarge(t *testing.T) {
+	t.Parallel()
+	g := sharedGateway(t)
+	c := g.Client(t)
+	email := uniqueEmail(t)
+	big := fmt.Sprintf(`{"email": %q, "password": %q, "full_name": "%s"}`, email, password, strings.Repeat("x", 1<<20))
+
+	t.Run("Content-Length", func(t *testing.T) {
+		r := c.PostJSON("/api/auth/register", "", big)
+		expectDetail(t, r, http.StatusRequestEntityTooLarge, "Request body too large")
+	})
+	t.Run("chunked", func(t *testing.T) {
+		// A reader of unknown length makes the client send it chunked.
+		req := c.NewRequest(http.MethodPost, "/api/auth/register", io.MultiReader(strings.NewReader(big)))
+		req.Header.Set("Content-Type", "application/json")
+		if req.ContentLength != 0 {
+			t.Fatalf("ContentLength %d, want unknown", req.ContentLength)
+		}
+		r := c.Do(req)
+		expectDetail(t, r, http.StatusRequestEntityTooLarge, "Request body too large")
+	})
+	if n := countUsers(t, g, email); n != 0 {
+		t.Errorf("the account was created")
+	}
+}
+
+// ---------------------------------------------------------------------
+// Login
+
+func TestLoginReturnsToken(t *testing.T) {
+	t.Parallel()
+	g := sharedGateway(t)
+	c := g.Client(t)
+	email := uniqueEmail(t)
+	pw := randomPassword()
+	c.Register(email, pw)
+
+	for _, form := range []url.Values{
+		{"username": {email}, "password": {pw}},
+		{"username": {email}, "password": {pw}, "grant_type": {"password"}, "scope": {""}},
+		{"username": {email}, "password": {pw}, "grant_type": {"password"}, "scope": {"read write"}},
+	} {
+		r := c.PostForm("/api/auth/login", form)
+		expectStatus(t, r, http.StatusOK)
+		if ct := r.ContentType(); ct != "application/json" {
+			t.Errorf("Content-Type %q", r.Header.Get("Content-Type"))
+		}
+		m := r.JSON(t)
+		if len(m) != 3 {
+			t.Errorf("body members %v, want access_token, token_type, expires_in", m)
+		}
+		if tok, _ := m["access_token"].(string); strings.Count(tok, ".") != 2 {
+			t.Errorf("access_token %v is not a JWT", m["access_token"])
+		}
+		if m["token_type"] != "bearer" {
+			t.Errorf("token_type %v, want bearer", m["token_type"])
+		}
+		if m["expires_in"] != float64(28800) {
+			t.Errorf("expires_in %v, want 28800", m["expires_in"])
+		}
+		expectNoEcho(t, r, pw)
+	}
+}
+
+func TestLoginWrongPasswordOrUnknownEmail(t *testing.T) {
+	t.Parallel()
+	g := sharedGateway(t)
+	c := g.Client(t)
+	email := uniqueEmail(t)
+	c.Register(email, password)
+
+	wrong := c.PostForm("/api/auth/login", url.Values{"username": {email}, "password": {"Wrong!Pass1"}})
+	expectBearerError(t, wrong, "Incorrect email or password")
+	expectNoEcho(t, wrong, "Wrong!Pass1")
+
+	unknown := c.PostForm("/api/auth/login", url.Values{"username": {"nobody." + email}, "password": {password}})
+	expectBearerError(t, unknown, "Incorrect email or password")
+	if !bytes.Equal(wrong.Body, unknown.Body) {
+		t.Errorf("unknown email %s differs from wrong password %s", unknown.Body, wrong.Body)
+	}
+}
+
+func TestLoginMissingFields(t *testing.T) {
+	t.Parallel()
+	g := sharedGateway(t)
+	c := g.Client(t)
+	email := uniqueEmail(t)
+	for _, tc := range []struct {
+		name string
+		form url.Values
+		want []fieldError
+	}{
+		{"no password", url.Values{"username": {email}}, []fieldError{missing("body", "password")}},
+		{"no username", url.Values{"password": {password}}, []fieldError{missing("body", "username")}},
+		{"empty form", url.Values{}, []fieldError{missing("body", "username"), missing("body", "password")}},
+		{"empty values", url.Values{"username": {""}, "password": {""}}, []fieldError{missing("body", "username"), missing("body", "password")}},
+		{"other grant_type", url.Values{"username": {email}, "password": {password}, "grant_type": {"client_credentials"}},
+			[]fieldError{{Type: "string_pattern_mismatch", Loc: []any{"body", "grant_type"}, Msg: "String should match pattern '^password$'"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := c.PostForm("/api/auth/login", tc.form)
+			expectValidation(t, r, tc.want...)
+			expectNoEcho(t, r, password)
+		})
+	}
+	t.Run("JSON body", func(t *testing.T) {
+		r := c.PostJSON("/api/auth/login", "", map[string]string{"username": email, "password": password})
+		expectValidation(t, r, missing("body", "username"), missing("body", "password"))
+		expectNoEcho(t, r, password)
+	})
+}
+
+func TestLoginInactiveUser(t *testing.T) {
+	t.Parallel()
+	g := sharedGateway(t)
+	c := g.Client(t)
+	email := uniqueEmail(t)
+	pw := randomPassword()
+	u := c.Register(email, pw)
+	if n := g.Exec(t, "UPDATE users SET is_active = false WHERE id = $1", u.ID); n != 1 {
+		t.Fatalf("deactivated %d rows", n)
+	}
+	r := c.PostForm("/api/auth/login", url.Values{"username": {email}, "password": {pw}})
+	expectDetail(t, r, http.StatusForbidden, "Inactive user")
+	expectNoEcho(t, r, pw)
+	// Without the password, an inactive account looks like any other.
+	r = c.PostForm("/api/auth/login", url.Values{"username": {email}, "password": {"Wrong!Pass1"}})
+	expectBearerError(t, r, "Incorrect email or password")
+}
+
+func TestLoginEmailAnyCase(t *testing.T) {
+	t.Parallel()
+	g := sharedGateway(t)
+	c := g.Client(t)
+	email := "Case.Mixed." + uniqueEmail(t)
+	u := c.Register(email, password)
+	for _, typed := range []string{strings.ToLower(email), strings.ToUpper(email), " " + email + " "} {
+		token := c.Login(typed, password)
+		me := c.Get("/api/users/me", token)
+		expectStatus(t, me, http.StatusOK)
+		if got := expectUserObject(t, me.Body); got.ID != u.ID || got.Email != email {
+			t.Errorf("login as %q gave %+v, want %s %s", typed, got, u.ID, email)
+		}
+	}
+}
+
+// ---------------------------------------------------------------------
+// /api/users/me
+
+func TestMe(t *testing.T) {
+	t.Parallel()
+	g := sharedGateway(t)
+	c := g.Client(t)
+	u, _, token := c.NewUser()
+	r := c.Get("/api/users/me", token)
+	expectStatus(t, r, http.StatusOK)
+	got := expectUserObject(t, r.Body)
+	if !sameUser(got, u) {
+		t.Errorf("me %+v, want %+v", got, u)
+	}
+	// The scheme is case-insensitive, as FastAPI reads it.
+	req := c.NewRequest(http.MethodGet, "/api/users/me", nil)
+	req.Header.Set("Authorization", "bearer "+token)
+	expectStatus(t, c.Do(req), http.StatusOK)
+}
+
+func TestMeWithoutCredentials(t *testing.T) {
+	t.Parallel()
+	g := sharedGateway(t)
+	c := g.Client(t)
+	expectBearerError(t, c.Get("/api/users/me", ""), "Not authenticated")
+	for _, auth := range []string{"Basic dXNlcjpwYXNz", "Bearer", "Token abc.def.ghi", "bearer"} {
+		req := c.NewRequest(http.MethodGet, "/api/users/me", nil)
+		req.Header.Set("Authorization", auth)
+		expectBearerError(t, c.Do(req), "Not authenticated")
+	}
+}
+
+func TestMeBadToken(t *testing.T) {
+	t.Parallel()
+	g := sharedGateway(t)
+	c := g.Client(t)
+	for _, token := range []string{"garbage", "a.b.c", "eyJhbGciOiJSUzI1NiJ9.e30.AAAA", strings.Repeat("x", 5000)} {
+		expectBearerError(t, c.Get("/api/users/me", token), "Could not validate credentials")
+	}
+}
+
+func TestMeDeletedUser(t *testing.T) {
+	t.Parallel()
+	g := sharedGateway(t)
+	c := g.Client(t)
+	u, _, token := c.NewUser()
+	expectStatus(t, c.Get("/api/users/me", token), http.StatusOK) // the user is now cached
+	if n := g.Exec(t, "DELETE FROM users WHERE id = $1", u.ID); n != 1 {
+		t.Fatalf("deleted %d rows", n)
+	}
+	// The change reaches the gateway by a database notification.
+	eventually(t, 5*time.Second, func() string {
+		r := c.Get("/api/users/me", token)
+		if r.Status != http.StatusUnauthorized {
+			return fmt.Sprintf("a deleted user's token still gets %d %s", r.Status, r.Body)
+		}
+		return ""
+	})
+	expectBearerError(t, c.Get("/api/users/me", token), "Could not validate credentials")
+	expectBearerError(t, c.Get("/api/documents", token), "Could not validate credentials")
+}
+
+func TestMeDeactivatedUser(t *testing.T) {
+	t.Parallel()
+	g := sharedGateway(t)
+	c := g.Client(t)
+	u, _, token := c.NewUser()
+	expectStatus(t, c.Get("/api/users/me", token), http.StatusOK)
+	if n := g.Exec(t, "UPDATE users SET is_active = false WHERE id = $1", u.ID); n != 1 {
+		t.Fatalf("deactivated %d rows", n)
+	}
+	eventually(t, 5*time.Second, func() string {
+		r := c.Get("/api/users/me", token)
+		if r.Status != http.StatusUnauthorized {
+			return fmt.Sprintf("a deactivated user's token still gets %d %s", r.Status, r.Body)
+		}
+		return ""
+	})
+	expectBearerError(t, c.Get("/api/users/me", token), "Could not validate credentials")
+	expectBearerError(t, c.Get("/api/documents", token), "Could not validate credentials")
+
+	// Reactivated, the same token works again.
+	g.Exec(t, "UPDATE users SET is_active = true WHERE id = $1", u.ID)
+	eventually(t, 5*time.Second, func() string {
+		if r := c.Get("/api/users/me", token); r.Status != http.StatusOK {
+			return fmt.Sprintf("a reactivated user's token gets %d %s", r.Status, r.Body)
+		}
+		return ""
+	})
+}
+
+// TestMeIgnoresClientUserID: the API never takes the user from a header.
+func TestMeIgnoresClientUserID(t *testing.T) {
+	t.Parallel()
+	g := sharedGateway(t)
+	c := g.Client(t)
+	a, _, tokenA := c.NewUser()
+	b, _, _ := c.NewUser()
+
+	req := c.NewRequest(http.MethodGet, "/api/users/me", nil)
+	setToken(req, tokenA)
+	spoofIdentity(req.Header, b.ID)
+	r := c.Do(req)
+	expectStatus(t, r, http.StatusOK)
+	if got := expectUserObject(t, r.Body); got.ID != a.ID {
+		t.Errorf("me with a forged X-User-Id is %s, want %s", got.ID, a.ID)
+	}
+
+	req = c.NewRequest(http.MethodGet, "/api/users/me", nil)
+	spoofIdentity(req.Header, b.ID)
+	expectBearerError(t, c.Do(req), "Not authenticated")
+}
+
+// ---------------------------------------------------------------------
+// Health and the API's own 404
+
+func TestHealth(t *testing.T) {
+	t.Parallel()
+	g := sharedGateway(t)
+	r := g.Client(t).Get("/api/health", "")
+	expectStatus(t, r, http.StatusOK)
+	if got := canonicalJSON(t, r.Body); got != `{"status":"ok"}` {
+		t.Errorf("health body %s", r.Body)
+	}
+	if ct := r.ContentType(); ct != "application/json" {
+		t.Errorf("Content-Type %q", r.Header.Get("Content-Type"))
+	}
+}
+
+func TestUnknownAPIPath(t *testing.T) {
+	t.Parallel()
+	g := sharedGateway(t)
+	c := g.Client(t)
+	expectDetail(t, c.Get("/api/no/such/route", ""), http.StatusNotFound, "Not Found")
+	r := c.Get("/api/auth/register", "")
+	expectDetail(t, r, http.StatusMethodNotAllowed, "Method Not Allowed")
+	if allow := r.Header.Get("Allow"); !strings.Contains(allow, "POST") {
+		t.Errorf("Allow %q, want POST in it", allow)
+	}
+}
