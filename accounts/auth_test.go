@@ -63,6 +63,8 @@ func TestRegisterRefusesBadInput(t *testing.T) {
 			`[{"type":"extra_forbidden","loc":["body","is_active"],"msg":"Extra inputs are not permitted"},{"type":"extra_forbidden","loc":["body","role"],"msg":"Extra inputs are not permitted"}]`},
 		{"full name too long", map[string]any{"email": "a@b.co", "password": "Secret!pw1", "full_name": strings.Repeat("x", 201)}, 422,
 			`[{"type":"string_too_long","loc":["body","full_name"],"msg":"String should have at most 200 characters"}]`},
+		{"NUL in full name", map[string]any{"email": "a@b.co", "password": "Secret!pw1", "full_name": "a\x00b"}, 422,
+			`[{"type":"value_error","loc":["body","full_name"],"msg":"Value error, Text must not contain NUL characters"}]`},
 		{"not JSON", `email=a@b.co`, 422,
 			`[{"type":"json_invalid","loc":["body",0],"msg":"JSON decode error"}]`},
 		{"too large", `{"email":"` + strings.Repeat("a", 1<<20) + `"}`, 413, `"Request body too large"`},
@@ -103,6 +105,9 @@ func TestLogin(t *testing.T) {
 	for name, form := range map[string]url.Values{
 		"wrong password": {"username": {"bob@example.com"}, "password": {"Secret!pw2"}},
 		"unknown email":  {"username": {"nobody@example.com"}, "password": {"Secret!pw1"}},
+		// No stored email holds these; PostgreSQL could not even compare them.
+		"NUL in email":    {"username": {"bob@example.com\x00"}, "password": {"Secret!pw1"}},
+		"email not UTF-8": {"username": {"bob\xff@example.com"}, "password": {"Secret!pw1"}},
 	} {
 		r := e.do("POST", "/api/auth/login", "", form)
 		if r.Status != http.StatusUnauthorized || r.Detail(t) != `"Incorrect email or password"` || r.Header.Get("WWW-Authenticate") != "Bearer" {

@@ -332,29 +332,6 @@ func FuzzLoginForm(f *testing.F) {
 	})
 }
 
-// knownStorageBug reports the inputs that reach PostgreSQL with text it
-// refuses and so get a 500 today (SQLSTATE 22021, "invalid byte sequence
-// for encoding UTF8"): a register body whose full_name holds a NUL
-// (JSON "\u0000"), and a login form whose username holds a NUL or is not
-// valid UTF-8 (%00, %FF). These are product bugs, reported with the fuzz
-// targets; the handlers should refuse such text with a 422 (register) or
-// treat it as an unknown account (login). Until then the fuzz target
-// skips exactly these requests so that it can look for other 5xx. Remove
-// this function once they are fixed; the seeds keep the reproducers.
-func knownStorageBug(path, contentType string, body []byte) bool {
-	switch path {
-	case "/api/auth/register":
-		var raw map[string]json.RawMessage
-		var fullName string
-		return json.Unmarshal(body, &raw) == nil && json.Unmarshal(raw["full_name"], &fullName) == nil &&
-			strings.ContainsRune(fullName, 0)
-	case "/api/auth/login":
-		username, _, err := readLoginForm(httptest.NewRecorder(), fuzzRequest(path, contentType, body))
-		return err == nil && (strings.ContainsRune(username, 0) || !utf8.ValidString(username))
-	}
-	return false
-}
-
 func FuzzRegisterAndLoginHandlers(f *testing.F) {
 	env := newTestEnv(f)
 	h := env.svc.Handler()
@@ -385,9 +362,6 @@ func FuzzRegisterAndLoginHandlers(f *testing.F) {
 			path, ct string
 			body     []byte
 		}{{"/api/auth/register", regCT, regBody}, {"/api/auth/login", loginCT, loginBody}} {
-			if knownStorageBug(req.path, req.ct, req.body) {
-				continue
-			}
 			w := httptest.NewRecorder()
 			h.ServeHTTP(w, fuzzRequest(req.path, req.ct, req.body))
 			res := w.Result()

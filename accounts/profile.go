@@ -172,9 +172,6 @@ func readProfileUpdate(body *jsonBody) (profileUpdate, error) {
 			case utf8.RuneCountInString(*v) > f.maxLen:
 				body.errs.add("string_too_long", fmt.Sprintf("String should have at most %d characters", f.maxLen), "body", f.name)
 				continue
-			case strings.ContainsRune(*v, 0):
-				body.Fail(f.name, "Text must not contain NUL characters")
-				continue
 			case f.check != nil:
 				if fe := f.check(*v); fe != nil {
 					body.errs.add(fe.Type, fe.Msg, "body", f.name)

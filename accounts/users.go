@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -75,6 +76,9 @@ func (s *Service) UserByID(ctx context.Context, id string) (*User, error) {
 // userByEmail loads a user and their password hash by email, in any
 // letter case.
 func (s *Service) userByEmail(ctx context.Context, email string) (*User, string, error) {
+	if hasNUL(email) || !utf8.ValidString(email) {
+		return nil, "", errNoUser // no stored email is such text
+	}
 	var hash string
 	u, err := scanUser(s.db.QueryRow(ctx,
 		"SELECT "+userColumns+", hashed_password FROM users WHERE lower(email) = lower($1)", email), &hash)

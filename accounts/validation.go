@@ -29,7 +29,14 @@ const (
 	msgObject       = "Input should be a valid dictionary or object to extract fields from"
 	msgJSONInvalid  = "JSON decode error"
 	valueErrorPrefx = "Value error, "
+	// PostgreSQL's text cannot hold NUL, so no stored string may: refused
+	// with a 422 rather than failing in the database.
+	msgNUL = valueErrorPrefx + "Text must not contain NUL characters"
 )
+
+// hasNUL reports whether s holds a NUL character, which no text column
+// can store.
+func hasNUL(s string) bool { return strings.IndexByte(s, 0) >= 0 }
 
 // readBody reads a request body of at most maxBodyBytes. A larger body is
 // a 413 and nothing of it is used.
@@ -127,6 +134,10 @@ func (b *jsonBody) String(name string) string {
 		b.errs.add("string_type", msgString, "body", name)
 		return ""
 	}
+	if hasNUL(s) {
+		b.errs.add("value_error", msgNUL, "body", name)
+		return ""
+	}
 	return s
 }
 
@@ -143,6 +154,10 @@ func (b *jsonBody) OptionalString(name string) (value *string, present bool) {
 	var s string
 	if json.Unmarshal(raw, &s) != nil {
 		b.errs.add("string_type", msgString, "body", name)
+		return nil, true
+	}
+	if hasNUL(s) {
+		b.errs.add("value_error", msgNUL, "body", name)
 		return nil, true
 	}
 	return &s, true
