@@ -1,0 +1,544 @@
+// Command loadtest measures what the gateway's token check costs in front
+// of Caddy's reverse_proxy. On one machine, in one go, it starts
+//
+//   - a throwaway PostgreSQL cluster (internal/pgtest),
+//   - a stub document service on loopback (a small fixed JSON body),
+//   - "plain caddy": the same binary serving a Caddyfile that is only
+//     `reverse_proxy` to the stub (the baseline),
+//   - "gateway": the binary serving the project's real Caddyfile, where
+//     /api/documents/* goes through accounts_auth, then reverse_proxy to
+//     the same stub, with a 4096-bit RS256 key,
+//
+// creates many distinct users directly in the database, signs an access
+// token for each, and runs wrk against the targets in interleaved rounds,
+// with the same Lua script (bench/tokens.lua) and the same tokens, so the
+// client does the same work for every target. It prints, per target, the
+// median requests/s, p50 and p99 latency over the rounds and the peak RSS,
+// and the ratios gateway / plain caddy; it writes everything to
+// OUT/results.json for bench/plot.
+//
+// wrk, the servers and the stub share the machine's cores, so anything
+// else running on the machine skews the numbers. Before each run the
+// machine must be idle (up to -quiet-wait), the CPU time every other
+// process takes during a run is measured from /proc/stat, and a run
+// disturbed by more than -quiet-max percent is repeated (-retries).
+//
+// With -variants, two more targets attribute the overhead: the project's
+// Caddyfile without the accounts_auth line, and without the proxy's
+// flush_interval -1 line.
+//
+// It is run by bench/load, which builds the binary and installs wrk; see
+// bench/README.md. Every setting is a flag whose default comes from the
+// environment (ROUNDS, DURATION, ...).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/caddyaccounts/gateway/accounts"
+	"github.com/caddyaccounts/gateway/internal/pgtest"
+)
+
+// The goal of the issue: the gateway keeps 95% of plain Caddy's
+// throughput and adds at most half a millisecond to its p99.
+const (
+	goalThroughputRatio = 0.95
+	goalP99DiffMS       = 0.5
+)
+
+// docPath is the path requested of every target; on the gateway it is a
+// document route, behind accounts_auth.
+const docPath = "/api/documents/x"
+
+// stubBody is the document service's answer: small and fixed, so that the
+// measurement is about the proxy, not the upstream.
+var stubBody = []byte(`{"id":"x","title":"Benchmark document","content":"A small fixed body from the stub document service."}` + "\n")
+
+type options struct {
+	bin         string
+	caddyfile   string
+	lua         string
+	out         string
+	rounds      int
+	duration    time.Duration
+	warmup      time.Duration
+	connections int
+	threads     int
+	users       int
+	keyBits     int
+	profile     bool
+	keep        bool
+	variants    bool
+	quietWait   time.Duration
+	quietMax    float64
+	retries     int
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func envInt(name string, def int) int {
+	if v := os.Getenv(name); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			fatalf("%s=%q: want an integer", name, v)
+		}
+		return n
+	}
+	return def
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if v := os.Getenv(name); v != "" {
+		if v == "0" {
+			return 0
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			fatalf("%s=%q: want a duration such as 10s", name, v)
+		}
+		return d
+	}
+	return def
+}
+
+func envBool(name string) bool {
+	v := strings.ToLower(os.Getenv(name))
+	return v != "" && v != "0" && v != "false" && v != "no"
+}
+
+func parseFlags() options {
+	var o options
+	flag.StringVar(&o.bin, "bin", envOr("CADDY_BIN", "bench/out/caddy"), "the Caddy binary with the accounts modules (env CADDY_BIN)")
+	flag.StringVar(&o.caddyfile, "caddyfile", "Caddyfile", "the project's Caddyfile, served by the gateway target")
+	flag.StringVar(&o.lua, "lua", "bench/tokens.lua", "the wrk script that rotates tokens")
+	flag.StringVar(&o.out, "out", envOr("OUT", "bench/out"), "directory for results.json, logs and profiles (env OUT)")
+	flag.IntVar(&o.rounds, "rounds", envInt("ROUNDS", 5), "measured rounds; each runs wrk once per target (env ROUNDS)")
+	flag.DurationVar(&o.duration, "duration", envDuration("DURATION", 10*time.Second), "length of one wrk run (env DURATION)")
+	flag.DurationVar(&o.warmup, "warmup", envDuration("WARMUP", 3*time.Second), "wrk warm-up per target before the rounds (env WARMUP)")
+	flag.IntVar(&o.connections, "connections", envInt("CONNECTIONS", 32), "wrk connections (env CONNECTIONS)")
+	flag.IntVar(&o.threads, "threads", envInt("THREADS", 2), "wrk threads (env THREADS); keep 2 on a 2-core machine")
+	flag.IntVar(&o.users, "users", envInt("USERS", 1000), "distinct users, one token each (env USERS)")
+	flag.IntVar(&o.keyBits, "key-bits", envInt("KEY_BITS", 4096), "RSA key size of the token signing key (env KEY_BITS)")
+	flag.BoolVar(&o.profile, "profile", envBool("PROFILE"), "after the rounds, take a CPU profile of each target under load (env PROFILE=1)")
+	flag.BoolVar(&o.keep, "keep", envBool("KEEP"), "keep the temp dir (Caddyfiles, tokens, key) (env KEEP=1)")
+	flag.BoolVar(&o.variants, "variants", envBool("VARIANTS"), "also measure the project's Caddyfile without accounts_auth and without flush_interval -1, to attribute the overhead (env VARIANTS=1)")
+	flag.DurationVar(&o.quietWait, "quiet-wait", envDuration("QUIET_WAIT", 2*time.Minute), "before each run, wait up to this long for the machine to be idle; 0 does not wait (env QUIET_WAIT)")
+	flag.Float64Var(&o.quietMax, "quiet-max", float64(envInt("QUIET_MAX", 10)), "CPU taken by other processes, in % of the machine, above which it is busy and a run is repeated (env QUIET_MAX)")
+	flag.IntVar(&o.retries, "retries", envInt("RETRIES", 2), "how often a run disturbed by other processes is repeated (env RETRIES)")
+	flag.Parse()
+	if o.rounds < 1 || o.connections < 1 || o.threads < 1 || o.users < 1 || o.retries < 0 {
+		fatalf("rounds, connections, threads and users must be at least 1, retries at least 0")
+	}
+	if o.connections < o.threads {
+		fatalf("wrk needs at least as many connections (%d) as threads (%d)", o.connections, o.threads)
+	}
+	if o.duration < time.Second || o.warmup < time.Second {
+		fatalf("duration and warmup must be at least 1s (wrk counts whole seconds)")
+	}
+	return o
+}
+
+func fatalf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "loadtest: "+format+"\n", args...)
+	os.Exit(2)
+}
+
+func say(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "\033[1m==> "+format+"\033[0m\n", args...)
+}
+
+func warn(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "\033[1;33m!!! "+format+"\033[0m\n", args...)
+}
+
+func main() {
+	o := parseFlags()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "loadtest:", err)
+		os.Exit(1)
+	}
+}
+
+// target is one server under test.
+type target struct {
+	Key  string `json:"key"`
+	Name string `json:"name"`
+	URL  string `json:"url"`
+	// auth: requests need a token (the gateway and its variants with
+	// accounts_auth).
+	auth  bool
+	admin string
+	proc  *exec.Cmd
+	log   *os.File
+}
+
+// results is what results.json holds.
+type results struct {
+	Started time.Time         `json:"started"`
+	Machine map[string]string `json:"machine"`
+	Config  map[string]any    `json:"config"`
+	// Targets: plain caddy first, the gateway second, then any variants.
+	Targets []summary `json:"targets"`
+	// Ratios of the gateway to plain caddy.
+	Ratios ratios `json:"ratios"`
+	Goal   struct {
+		ThroughputMin float64 `json:"throughput_min"`
+		P99MaxDiffMS  float64 `json:"p99_max_diff_ms"`
+		// Met: both the medians and the per-round comparisons meet both
+		// goals. Verdict is "met", "missed" (both miss one), or "unclear"
+		// (they disagree: run more rounds).
+		Met     bool   `json:"met"`
+		Verdict string `json:"verdict"`
+	} `json:"goal"`
+	// DisturbedRuns counts measured runs during which other processes
+	// took more than quiet_max percent of the machine (after retries).
+	DisturbedRuns int               `json:"disturbed_runs"`
+	Profiles      map[string]string `json:"profiles,omitempty"`
+}
+
+// ratios compare a target to plain caddy: ratios and differences of the
+// medians over the rounds, and the median (and range) of the rounds'
+// own ratios and differences ("paired": each round's runs are next to
+// each other in time, so a slow minute of the machine weighs on both).
+type ratios struct {
+	Throughput          float64 `json:"throughput"`
+	P50DiffMS           float64 `json:"p50_diff_ms"`
+	P99DiffMS           float64 `json:"p99_diff_ms"`
+	PairedThroughput    float64 `json:"paired_throughput"`
+	PairedThroughputMin float64 `json:"paired_throughput_min"`
+	PairedThroughputMax float64 `json:"paired_throughput_max"`
+	PairedP99DiffMS     float64 `json:"paired_p99_diff_ms"`
+	PairedP99DiffMin    float64 `json:"paired_p99_diff_ms_min"`
+	PairedP99DiffMax    float64 `json:"paired_p99_diff_ms_max"`
+	ServerCPU           float64 `json:"server_cpu"`
+	NormServerCPU       float64 `json:"server_cpu_per_stub_cpu"`
+	RSS                 float64 `json:"rss"`
+}
+
+func run(ctx context.Context, o options) error {
+	started := time.Now()
+	if _, err := exec.LookPath("wrk"); err != nil {
+		return errors.New("wrk not found on PATH (apt-get install wrk; bench/load does it)")
+	}
+	for _, f := range []string{o.bin, o.caddyfile, o.lua} {
+		if _, err := os.Stat(f); err != nil {
+			return err
+		}
+	}
+	lua, err := filepath.Abs(o.lua)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "caddy-accounts-bench-")
+	if err != nil {
+		return err
+	}
+	if o.keep {
+		say("temp dir %s is kept", tmp)
+	} else {
+		defer os.RemoveAll(tmp)
+	}
+
+	// The database.
+	say("starting a throwaway PostgreSQL cluster")
+	cluster, err := pgtest.StartCluster()
+	if err != nil {
+		return err
+	}
+	defer cluster.Close()
+	dbURL, postmaster, err := createDatabase(ctx, cluster, "accounts")
+	if err != nil {
+		return err
+	}
+
+	// The signing key, and tokens of many distinct users.
+	say("generating a %d-bit RSA key", o.keyBits)
+	privPEM, _, err := accounts.GenerateKeyPair(o.keyBits)
+	if err != nil {
+		return err
+	}
+	keyFile := filepath.Join(tmp, "jwt-private.pem")
+	if err := os.WriteFile(keyFile, []byte(privPEM), 0o600); err != nil {
+		return err
+	}
+	say("creating %d users and signing their tokens", o.users)
+	users, err := createUsers(ctx, dbURL, o.users)
+	if err != nil {
+		return err
+	}
+	tokens, err := signTokens(privPEM, users)
+	if err != nil {
+		return err
+	}
+	tokenFile := filepath.Join(tmp, "tokens.txt")
+	if err := os.WriteFile(tokenFile, []byte(strings.Join(tokens, "\n")+"\n"), 0o600); err != nil {
+		return err
+	}
+
+	// The document service stub.
+	stub, err := startStub()
+	if err != nil {
+		return err
+	}
+	defer stub.srv.Close()
+
+	// The targets' Caddyfiles.
+	src, err := os.ReadFile(o.caddyfile)
+	if err != nil {
+		return err
+	}
+	type spec struct {
+		key, name string
+		auth      bool
+		// caddyfile makes the config from the listen and admin addresses;
+		// nil: the project's Caddyfile with the environment.
+		caddyfile func(site, admin string) string
+		edit      func(string) (string, error) // of the project's Caddyfile
+	}
+	specs := []spec{
+		{key: "baseline", name: "plain caddy", caddyfile: func(site, admin string) string {
+			return fmt.Sprintf("# Plain Caddy: the baseline. Only reverse_proxy to the stub.\n{\n\tadmin %s\n}\n\n%s {\n\treverse_proxy %s\n}\n", admin, site, stub.addr)
+		}},
+		{key: "gateway", name: "gateway", auth: true},
+	}
+	if o.variants {
+		specs = append(specs,
+			spec{key: "gateway_noauth", name: "gw no auth", edit: dropLine("accounts_auth")},
+			spec{key: "gateway_noflush", name: "gw no flush", auth: true, edit: dropLine("flush_interval -1")})
+	}
+	for _, d := range []string{"settings", "frontend", "xdg-data", "xdg-config"} {
+		if err := os.MkdirAll(filepath.Join(tmp, d), 0o755); err != nil {
+			return err
+		}
+	}
+	ports, err := freePorts(2 * len(specs))
+	if err != nil {
+		return err
+	}
+	var targets []*target
+	for i, sp := range specs {
+		t := &target{Key: sp.key, Name: sp.name, auth: sp.auth,
+			URL:   fmt.Sprintf("http://127.0.0.1:%d", ports[2*i]),
+			admin: fmt.Sprintf("127.0.0.1:%d", ports[2*i+1])}
+		env := map[string]string{
+			"XDG_DATA_HOME":   filepath.Join(tmp, "xdg-data"),
+			"XDG_CONFIG_HOME": filepath.Join(tmp, "xdg-config"),
+		}
+		var config string
+		if sp.caddyfile != nil {
+			config = sp.caddyfile(t.URL, t.admin)
+		} else {
+			config = string(src)
+			if sp.edit != nil {
+				if config, err = sp.edit(config); err != nil {
+					return fmt.Errorf("%s: %w", sp.name, err)
+				}
+			}
+			for k, v := range map[string]string{
+				"SITE_ADDRESS":         t.URL,
+				"CADDY_ADMIN":          t.admin,
+				"DOC_SERVICE":          stub.addr,
+				"DATABASE_URL":         dbURL,
+				"JWT_PRIVATE_KEY_FILE": keyFile,
+				"JWT_ISSUER":           accounts.DefaultIssuer,
+				"TOKEN_LIFETIME":       "8h",
+				"SETTINGS_DIR":         filepath.Join(tmp, "settings"),
+				"FRONTEND_DIR":         filepath.Join(tmp, "frontend"),
+			} {
+				env[k] = v
+			}
+		}
+		file := filepath.Join(tmp, "Caddyfile."+t.Key)
+		if err := os.WriteFile(file, []byte(config), 0o644); err != nil {
+			return err
+		}
+		if err := startCaddy(o, t, file, env); err != nil {
+			return err
+		}
+		defer stopCaddy(t)
+		targets = append(targets, t)
+	}
+	baseline, gateway := targets[0], targets[1]
+	say("plain caddy on %s, the gateway on %s, the document stub on %s", baseline.URL, gateway.URL, stub.addr)
+	for _, t := range targets {
+		ready := t.URL + docPath
+		if t.Key != "baseline" {
+			ready = t.URL + "/api/health"
+		}
+		if err := waitReady(ctx, t, ready); err != nil {
+			return err
+		}
+	}
+
+	// Does the gateway do its job? Then every token is verified once, so
+	// that no measured request pays a first RSA verification.
+	if err := preflight(ctx, baseline, gateway, stub, users[0], tokens[0]); err != nil {
+		return err
+	}
+	for _, t := range targets {
+		if t.auth {
+			say("priming %s with all %d tokens", t.Name, len(tokens))
+			if err := prime(ctx, t, tokens); err != nil {
+				return err
+			}
+		}
+	}
+
+	m := &meter{o: o, targets: targets, postmaster: postmaster}
+	wrkArgs := func(t *target, d time.Duration) []string {
+		return []string{
+			"-t", strconv.Itoa(o.threads), "-c", strconv.Itoa(o.connections),
+			"-d", fmt.Sprintf("%ds", int(d.Round(time.Second)/time.Second)),
+			"--latency", "-s", lua, t.URL, "--", tokenFile, docPath,
+		}
+	}
+	for _, t := range targets {
+		say("warming up %s for %s", t.Name, o.warmup)
+		res, err := m.runWrk(ctx, t, wrkArgs(t, o.warmup))
+		if err != nil {
+			return err
+		}
+		if res.Non2xx > 0 || res.SocketErrs > 0 {
+			return fmt.Errorf("warm-up of %s: %d non-2xx responses, %d socket errors (see %s)", t.Name, res.Non2xx, res.SocketErrs, t.log.Name())
+		}
+	}
+
+	runs := map[string][]wrkResult{}
+	disturbed := 0
+	for r := 1; r <= o.rounds; r++ {
+		// Alternate the order, so that a drift over time (thermal, page
+		// cache, a neighbour) weighs on every target alike.
+		order := append([]*target(nil), targets...)
+		if r%2 == 0 {
+			for i, j := 0, len(order)-1; i < j; i, j = i+1, j-1 {
+				order[i], order[j] = order[j], order[i]
+			}
+		}
+		for _, t := range order {
+			res, err := m.measure(ctx, t, wrkArgs(t, o.duration))
+			if err != nil {
+				return err
+			}
+			res.Round = r
+			if res.OtherCPUPct > o.quietMax {
+				disturbed++
+			}
+			say("round %d/%d %-12s %7.0f req/s  p50 %6.3f ms  p99 %6.3f ms  server CPU %5.1f µs/req  other CPU %4.1f%%%s",
+				r, o.rounds, t.Name, res.RPS, res.P50MS, res.P99MS, res.ServerCPUUS, res.OtherCPUPct, problems(res, o.quietMax))
+			runs[t.Key] = append(runs[t.Key], res)
+		}
+	}
+
+	var out results
+	out.Started = started.UTC().Truncate(time.Second)
+	out.Machine = machineInfo()
+	out.Config = map[string]any{
+		"rounds": o.rounds, "duration": o.duration.String(), "warmup": o.warmup.String(),
+		"connections": o.connections, "threads": o.threads, "users": o.users,
+		"key_bits": o.keyBits, "path": docPath, "body_bytes": len(stubBody),
+		"order":     "alternating: odd rounds in target order, even rounds reversed",
+		"quiet_max": o.quietMax, "retries": o.retries,
+	}
+	for _, t := range targets {
+		out.Targets = append(out.Targets, summarize(t, runs[t.Key]))
+	}
+	for i := range out.Targets {
+		if i > 0 {
+			r := ratiosOf(out.Targets[0], out.Targets[i])
+			out.Targets[i].VsBaseline = &r
+		}
+	}
+	out.Ratios = *out.Targets[1].VsBaseline
+	out.Goal.ThroughputMin = goalThroughputRatio
+	out.Goal.P99MaxDiffMS = goalP99DiffMS
+	g := out.Ratios
+	byMedians := g.Throughput >= goalThroughputRatio && g.P99DiffMS <= goalP99DiffMS
+	byRounds := g.PairedThroughput >= goalThroughputRatio && g.PairedP99DiffMS <= goalP99DiffMS
+	out.Goal.Met = byMedians && byRounds
+	switch {
+	case out.Goal.Met:
+		out.Goal.Verdict = "met"
+	case !byMedians && !byRounds:
+		out.Goal.Verdict = "missed"
+	default:
+		out.Goal.Verdict = "unclear"
+	}
+	out.DisturbedRuns = disturbed
+
+	if o.profile {
+		out.Profiles = map[string]string{}
+		for _, t := range targets {
+			path, err := m.profile(ctx, t, wrkArgs(t, o.duration))
+			if err != nil {
+				return err
+			}
+			out.Profiles[t.Key] = path
+		}
+	}
+
+	js, err := json.MarshalIndent(out, "", "  ")
+	if err != nil {
+		return err
+	}
+	resultsFile := filepath.Join(o.out, "results.json")
+	if err := os.WriteFile(resultsFile, append(js, '\n'), 0o644); err != nil {
+		return err
+	}
+	printTable(os.Stdout, &out)
+	fmt.Printf("\nresults: %s\n", resultsFile)
+	return nil
+}
+
+// dropLine returns an edit of a Caddyfile that removes the line reading
+// exactly want (blanks aside), and fails if there is none.
+func dropLine(want string) func(string) (string, error) {
+	return func(src string) (string, error) {
+		lines := strings.Split(src, "\n")
+		kept := lines[:0]
+		for _, l := range lines {
+			if strings.TrimSpace(l) != want {
+				kept = append(kept, l)
+			}
+		}
+		if len(kept) == len(lines) {
+			return "", fmt.Errorf("the Caddyfile has no line %q to drop", want)
+		}
+		return strings.Join(kept, "\n"), nil
+	}
+}
+
+func problems(r wrkResult, quietMax float64) string {
+	var p []string
+	if r.Non2xx > 0 || r.SocketErrs > 0 {
+		p = append(p, fmt.Sprintf("%d non-2xx, %d socket errors", r.Non2xx, r.SocketErrs))
+	}
+	if r.OtherCPUPct > quietMax {
+		p = append(p, "disturbed by other processes")
+	}
+	if len(p) == 0 {
+		return ""
+	}
+	return "  !! " + strings.Join(p, "; ")
+}

@@ -1,0 +1,359 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/caddyaccounts/gateway/accounts"
+	"github.com/caddyaccounts/gateway/internal/pgtest"
+	"github.com/caddyaccounts/gateway/migrations"
+)
+
+// createDatabase makes an empty database on the cluster and returns its
+// URL and the PID of the postmaster (whose process tree is counted as the
+// benchmark's own CPU use).
+func createDatabase(ctx context.Context, c *pgtest.Cluster, name string) (string, int, error) {
+	conn, err := pgx.Connect(ctx, c.URL("postgres"))
+	if err != nil {
+		return "", 0, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return "", 0, fmt.Errorf("creating database: %w", err)
+	}
+	var backend int
+	if err := conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&backend); err != nil {
+		return "", 0, err
+	}
+	return c.URL(name), parentPID(backend), nil
+}
+
+// createUsers migrates the database and inserts n active users (with
+// profiles) in one statement, all with one precomputed password hash.
+func createUsers(ctx context.Context, dbURL string, n int) ([]accounts.User, error) {
+	pool, err := accounts.NewPool(ctx, dbURL, 2)
+	if err != nil {
+		return nil, err
+	}
+	defer pool.Close()
+	if _, err := accounts.Migrate(ctx, pool, migrations.FS); err != nil {
+		return nil, fmt.Errorf("migrating: %w", err)
+	}
+	hasher, err := accounts.NewHasher(accounts.DefaultArgon2Params, 1)
+	if err != nil {
+		return nil, err
+	}
+	hash, err := hasher.Hash(ctx, "Bench!pass1")
+	if err != nil {
+		return nil, err
+	}
+	rows, err := pool.Query(ctx, `
+		WITH u AS (
+			INSERT INTO users (email, hashed_password)
+			SELECT format('bench-%s@example.com', g), $1 FROM generate_series(1, $2::int) g
+			RETURNING id, email, role, is_active, created_at, updated_at
+		), p AS (
+			INSERT INTO profiles (user_id, full_name) SELECT id, 'Bench ' || email FROM u
+		)
+		SELECT id::text, email, role::text, is_active, created_at, updated_at FROM u`, hash, n)
+	if err != nil {
+		return nil, fmt.Errorf("inserting users: %w", err)
+	}
+	users, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (accounts.User, error) {
+		var u accounts.User
+		err := row.Scan(&u.ID, &u.Email, &u.Role, &u.IsActive, &u.CreatedAt, &u.UpdatedAt)
+		return u, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("inserting users: %w", err)
+	}
+	if len(users) != n {
+		return nil, fmt.Errorf("inserted %d users, want %d", len(users), n)
+	}
+	return users, nil
+}
+
+// signTokens signs an access token for each user with the key the gateway
+// uses, the way the gateway's login does (accounts.TokenIssuer).
+func signTokens(privPEM string, users []accounts.User) ([]string, error) {
+	priv, err := accounts.ParsePrivateKey(privPEM)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := accounts.NewKeySet(priv)
+	if err != nil {
+		return nil, err
+	}
+	issuer := accounts.NewTokenIssuer(keys, accounts.DefaultIssuer, accounts.DefaultTokenLifetime, accounts.DefaultLeeway)
+	tokens := make([]string, len(users))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	workers := runtime.GOMAXPROCS(0)
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(users); i += workers {
+				tok, _, err := issuer.Issue(&users[i])
+				if err != nil {
+					mu.Lock()
+					firstErr = cmp(firstErr, err)
+					mu.Unlock()
+					return
+				}
+				tokens[i] = tok
+			}
+		})
+	}
+	wg.Wait()
+	return tokens, firstErr
+}
+
+func cmp(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// stub is the document service: it answers every request with stubBody
+// and remembers the X-User-Id of the last request, for the preflight.
+type stub struct {
+	srv      *http.Server
+	addr     string
+	lastUser atomic.Value // string
+}
+
+func startStub() (*stub, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	s := &stub{addr: l.Addr().String()}
+	s.lastUser.Store("")
+	length := strconv.Itoa(len(stubBody))
+	s.srv = &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			s.lastUser.Store(strings.Join(r.Header.Values("X-User-Id"), ","))
+			h := w.Header()
+			h["Content-Type"] = []string{"application/json"}
+			h["Content-Length"] = []string{length}
+			_, _ = w.Write(stubBody)
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          nil,
+	}
+	go func() { _ = s.srv.Serve(l) }()
+	return s, nil
+}
+
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// caddyEnvNames are the variables the project's Caddyfile and the
+// accounts app read; they are removed from the inherited environment so
+// that only the benchmark's values count.
+var caddyEnvNames = []string{
+	"SITE_ADDRESS", "CADDY_ADMIN", "DOC_SERVICE", "DOC_SERVICE_DIAL_TIMEOUT", "DOC_SERVICE_TIMEOUT",
+	"DATABASE_URL", "JWT_PRIVATE_KEY", "JWT_PRIVATE_KEY_FILE", "JWT_PUBLIC_KEY", "JWT_PUBLIC_KEY_FILE",
+	"JWT_ISSUER", "TOKEN_LIFETIME", "SETTINGS_DIR", "FRONTEND_DIR", "VITE_DEV_SERVER",
+	"XDG_DATA_HOME", "XDG_CONFIG_HOME",
+}
+
+func startCaddy(o options, t *target, caddyfile string, env map[string]string) error {
+	logPath := filepath.Join(o.out, "caddy-"+t.Key+".log")
+	log, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(o.bin, "run", "--config", caddyfile, "--adapter", "caddyfile")
+	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		name, _, _ := strings.Cut(kv, "=")
+		return slices.Contains(caddyEnvNames, name)
+	})
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	cmd.Stdout, cmd.Stderr = log, log
+	// The server goes when this process goes, however it ends.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		log.Close()
+		return fmt.Errorf("starting %s: %w", t.Name, err)
+	}
+	t.proc, t.log = cmd, log
+	return nil
+}
+
+func stopCaddy(t *target) {
+	if t.proc == nil || t.proc.Process == nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() { _ = t.proc.Wait(); close(done) }()
+	_ = t.proc.Process.Signal(os.Interrupt)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = t.proc.Process.Kill()
+		<-done
+	}
+	t.log.Close()
+}
+
+// waitReady polls url until it answers 200, for at most a minute.
+func waitReady(ctx context.Context, t *target, url string) error {
+	deadline := time.Now().Add(time.Minute)
+	client := &http.Client{Timeout: 2 * time.Second}
+	var last string
+	for time.Now().Before(deadline) {
+		if t.proc.ProcessState != nil || !alive(t.proc.Process.Pid) {
+			return fmt.Errorf("%s exited; see %s:\n%s", t.Name, t.log.Name(), tail(t.log.Name()))
+		}
+		resp, err := client.Get(url)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = resp.Status
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s not ready after a minute (%s); see %s:\n%s", t.Name, last, t.log.Name(), tail(t.log.Name()))
+}
+
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
+}
+
+func tail(path string) string {
+	b, _ := os.ReadFile(path)
+	if len(b) > 3000 {
+		b = b[len(b)-3000:]
+	}
+	return string(b)
+}
+
+// preflight checks that the targets do what is measured: plain caddy
+// proxies, the gateway refuses a request without a token, and with one it
+// replaces a forged X-User-Id by the token's user.
+func preflight(ctx context.Context, baseline, gateway *target, s *stub, u accounts.User, token string) error {
+	client := &http.Client{Timeout: 5 * time.Second}
+	get := func(url string, header map[string]string) (int, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return 0, err
+		}
+		for k, v := range header {
+			req.Header.Set(k, v)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	if code, err := get(baseline.URL+docPath, nil); err != nil || code != http.StatusOK {
+		return fmt.Errorf("preflight: plain caddy answered %d, %v", code, err)
+	}
+	if code, err := get(gateway.URL+docPath, nil); err != nil || code != http.StatusUnauthorized {
+		return fmt.Errorf("preflight: the gateway answered %d, %v to a request without a token; want 401", code, err)
+	}
+	code, err := get(gateway.URL+docPath, map[string]string{"Authorization": "Bearer " + token, "X-User-Id": "forged"})
+	if err != nil || code != http.StatusOK {
+		return fmt.Errorf("preflight: the gateway answered %d, %v with a valid token; want 200 (see %s)", code, err, gateway.log.Name())
+	}
+	if got := s.lastUser.Load().(string); got != u.ID {
+		return fmt.Errorf("preflight: the document service saw X-User-Id %q, want %q", got, u.ID)
+	}
+	return nil
+}
+
+// prime sends one request per token to the gateway, so that every token's
+// RSA verification and user lookup happen before any measurement.
+func prime(ctx context.Context, t *target, tokens []string) error {
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
+	next := atomic.Int64{}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	for range 4 {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(tokens) || ctx.Err() != nil {
+					return
+				}
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, t.URL+docPath, nil)
+				req.Header.Set("Authorization", "Bearer "+tokens[i])
+				resp, err := client.Do(req)
+				if err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						err = fmt.Errorf("token %d: status %d", i, resp.StatusCode)
+					}
+				}
+				if err != nil {
+					mu.Lock()
+					firstErr = cmp(firstErr, err)
+					mu.Unlock()
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return fmt.Errorf("priming %s: %w", t.Name, firstErr)
+	}
+	return ctx.Err()
+}
