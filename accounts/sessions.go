@@ -600,10 +600,10 @@ var errSessionNotFound = newError(http.StatusNotFound, "Session not found")
 // for an unknown, ended, or another user's session; 422 for an id that
 // is not a UUID. Revoking the current session also clears the cookies.
 func (s *Service) handleRevokeSession(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	id := r.PathValue("session_id")
-	if !isUUID(id) {
+	id, reason := parseUUID(strings.ToValidUTF8(r.PathValue("session_id"), "\uFFFD"))
+	if reason != "" {
 		var v ValidationError
-		v.add("uuid_parsing", "Input should be a valid UUID", "path", "session_id")
+		v.add("uuid_parsing", "Input should be a valid UUID, "+reason, "path", "session_id")
 		return &v
 	}
 	ok, err := s.revokeSession(r.Context(), id, p.User.ID, revokedByUser)
