@@ -53,12 +53,19 @@ func (s *Service) handleChangePassword(w http.ResponseWriter, r *http.Request, p
 	if err != nil {
 		return err
 	}
+	// Guesses of the current password count against the account's login
+	// failures (ratelimit.go): a stolen session cannot be used to try
+	// passwords without limit.
+	if err := s.allowLogin(r, p.User.Email); err != nil {
+		return err
+	}
 	if _, err := s.hasher.Verify(ctx, current, hash); errors.Is(err, ErrMismatch) {
 		s.log.Info("password change refused: wrong current password", zap.String("user_id", p.User.ID))
 		return errIncorrectPassword
 	} else if err != nil {
 		return err
 	}
+	s.loginSucceeded(r, p.User.Email)
 	if newPassword == current {
 		return errSamePassword
 	}

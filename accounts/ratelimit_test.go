@@ -603,3 +603,38 @@ func TestRateLimitCleanup(t *testing.T) {
 		t.Fatalf("rows left: %q (%v)", left, err)
 	}
 }
+
+// TestPasswordChangeCountsAsLoginFailures: wrong current passwords on
+// POST /api/users/me/password use up the account's login failures, so a
+// stolen session cannot guess the password without limit; the right one
+// clears them like a successful login.
+func TestPasswordChangeCountsAsLoginFailures(t *testing.T) {
+	e := newLimitEnv(t, lockConfig)
+	e.register("guess@example.com", "Secret!pw1")
+	token := e.login("guess@example.com", "Secret!pw1")
+	change := func(current string) *response {
+		return e.do("POST", "/api/users/me/password", token, map[string]string{"current_password": current, "new_password": "Changed!pw2"})
+	}
+
+	// A right one resets the count: two failures, a success, then three more.
+	for i := 0; i < lockConfig.LoginFailures-1; i++ {
+		if r := change("Wrong!pw1"); r.Status != 400 || r.Detail(t) != `"Incorrect password"` {
+			t.Fatalf("guess %d: %d %s", i+1, r.Status, r.Body)
+		}
+	}
+	if r := change("Secret!pw1"); r.Status != http.StatusNoContent {
+		t.Fatalf("right password: %d %s", r.Status, r.Body)
+	}
+	for i := 0; i < lockConfig.LoginFailures; i++ {
+		if r := change("Wrong!pw1"); r.Status != 400 {
+			t.Fatalf("guess %d after the reset: %d %s", i+1, r.Status, r.Body)
+		}
+	}
+	want429(t, "password change while locked", change("Changed!pw2"), lockDetail, 10)
+	// The lock is the account's: login is locked too.
+	want429(t, "login while locked", e.loginFrom("10.3.0.1", "guess@example.com", "Changed!pw2"), lockDetail, 10)
+	e.expireLocks()
+	if r := e.loginFrom("10.3.0.1", "guess@example.com", "Changed!pw2"); r.Status != 200 {
+		t.Fatalf("login after the lock: %d %s", r.Status, r.Body)
+	}
+}
