@@ -42,9 +42,10 @@ func (s *Service) Handler() http.Handler {
 	authed("GET /api/profile", s.handleGetProfile)
 	authed("PUT /api/profile", s.handlePutProfile)
 
-	// Admin: admin.go.
+	// Admin: admin.go; the audit log: audit.go.
 	handle("GET /api/admin/users", s.withPrincipal(RoleAdmin, s.handleListUsers))
 	handle("PATCH /api/admin/users/{id}", s.withPrincipal(RoleAdmin, s.handlePatchUser))
+	handle("GET /api/admin/audit", s.withPrincipal(RoleAdmin, s.handleListAuditEvents))
 
 	// Settings: settings.go.
 	handle("GET /api/settings/ai", s.withPrincipal(RoleAdmin, s.handleGetAISettings))

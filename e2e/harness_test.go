@@ -14,6 +14,10 @@
 // requests that carry their own user's id or a unique path. Each Client
 // connects from its own loopback address (127.1.x.y), so that the
 // per-address rate limit of /api/auth/* counts each test separately.
+//
+// Every response to a Client's request under /api/ is recorded, and after
+// the run validated against the OpenAPI document the gateway serves
+// (openapi_test.go): a response that breaks it fails the run.
 package e2e
 
 import (
@@ -92,13 +96,16 @@ const (
 
 func TestMain(m *testing.M) { os.Exit(runTests(m)) }
 
-// runTests builds the binary, runs the tests, then stops what the tests
-// shared: the shared gateway first, while its database still answers, and
-// then the PostgreSQL cluster. (pgtest.Main would close the cluster before
-// the shared gateway could be stopped; this does the same in that order.)
+// runTests builds the binary, runs the tests, validates every /api/*
+// response the Clients recorded against the OpenAPI document
+// (openapi_test.go), then stops what the tests shared: the shared gateway
+// first, while its database still answers, and then the PostgreSQL
+// cluster. (pgtest.Main would close the cluster before the shared gateway
+// could be stopped; this does the same in that order.)
 func runTests(m *testing.M) int {
 	flag.Parse()
 	raiseParallel()
+	recorded.on.Store(*checkOpenAPI)
 	start := time.Now()
 	if err := setup(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: setup:", err)
@@ -111,6 +118,10 @@ func runTests(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "e2e: built the gateway in %v\n", time.Since(start).Round(time.Millisecond))
 	}
 	code := m.Run()
+	// While the shared gateway still runs: it serves the document.
+	if *checkOpenAPI && !checkRecordedResponses(os.Stderr) && code == 0 {
+		code = 1
+	}
 	if err := teardown(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: teardown:", err)
 		if code == 0 {
@@ -938,7 +949,59 @@ func (c *Client) Do(req *http.Request) *Response {
 	if err != nil {
 		c.t.Fatalf("%s %s: reading the body: %v", req.Method, req.URL.Path, err)
 	}
+	record(c.t, req, res, b)
 	return &Response{Status: res.StatusCode, Header: res.Header, Body: b}
+}
+
+// Exchange is one response to a request of a Client, recorded for the
+// OpenAPI check of the run (openapi_test.go).
+type Exchange struct {
+	// Test is the name of the test whose Client sent the request.
+	Test string
+	// Method and URI (path and query, as sent) of the request.
+	Method, URI string
+	// Status, Header and Body of the response.
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// recorded holds the exchanges of every Client of the run whose path is
+// under /api/ or is /.well-known/jwks.json, in the order they ended,
+// while recording is on (TestMain: flag -e2e.openapi).
+var recorded struct {
+	on        atomic.Bool
+	mu        sync.Mutex
+	exchanges []Exchange
+}
+
+// record keeps the exchange of req, if recording is on and its path is
+// one of the API's.
+func record(tb testing.TB, req *http.Request, res *http.Response, body []byte) {
+	if !recorded.on.Load() {
+		return
+	}
+	if p := req.URL.Path; !strings.HasPrefix(p, "/api/") && p != "/api" && p != "/.well-known/jwks.json" {
+		return
+	}
+	ex := Exchange{
+		Test:   tb.Name(),
+		Method: req.Method,
+		URI:    req.URL.RequestURI(),
+		Status: res.StatusCode,
+		Header: res.Header.Clone(),
+		Body:   bytes.Clone(body),
+	}
+	recorded.mu.Lock()
+	recorded.exchanges = append(recorded.exchanges, ex)
+	recorded.mu.Unlock()
+}
+
+// recordedExchanges returns the exchanges recorded so far.
+func recordedExchanges() []Exchange {
+	recorded.mu.Lock()
+	defer recorded.mu.Unlock()
+	return slices.Clone(recorded.exchanges)
 }
 
 // Get sends GET path, with the token if not "".
