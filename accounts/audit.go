@@ -79,6 +79,18 @@ func cleanText(s string, max int) string {
 	return s
 }
 
+// auditedEmail is how an account name typed into a login enters the
+// audit log: as typed when it is an email address, else only the fact
+// that it was not one, since a password typed into the wrong field must
+// not be kept.
+func auditedEmail(username string) string {
+	email := trimEmail(username)
+	if checkEmail(email) != "" {
+		return "(not an email address)"
+	}
+	return cleanText(email, maxEmailLen)
+}
+
 func nullIfEmpty(s string) *string {
 	if s == "" {
 		return nil

@@ -117,7 +117,7 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	u, hash, err := s.userByEmail(ctx, trimEmail(username))
 	if errors.Is(err, errNoUser) {
 		s.hasher.VerifyDummy(ctx, password)
-		s.audit(r, EventLoginFailure, "", "", map[string]any{"email": cleanText(username, maxEmailLen), "reason": "unknown_email"})
+		s.audit(r, EventLoginFailure, "", "", map[string]any{"email": auditedEmail(username), "reason": "unknown_email"})
 		return errBadLogin
 	}
 	if err != nil {

@@ -329,7 +329,7 @@ func (s *Service) allowLogin(r *http.Request, username string) error {
 		l.log.Info("login locked for an account name", zap.Int("lockouts", lockouts),
 			zap.Duration("remaining", time.Duration(retry*float64(time.Second))))
 		s.audit(r, EventLoginLocked, "", "", map[string]any{
-			"email": cleanText(username, maxEmailLen), "lockouts": lockouts,
+			"email": auditedEmail(username), "lockouts": lockouts,
 			"retry_after": int64(math.Ceil(retry)),
 		})
 	}
