@@ -109,6 +109,7 @@ func TestProjectCaddyfileAdapts(t *testing.T) {
 		`"delete":["X_User_Id"]`,
 		`"path":["/api/documents","/api/documents/*"]`,
 		`{"handler":"accounts_auth"}`,
+		`{"handler":"accounts_upload_limit"}`,
 		`"flush_interval":-1`,
 		`"path":["/api/*","/.well-known/jwks.json"]`,
 		`{"handler":"accounts_api"}`,
@@ -121,5 +122,9 @@ func TestProjectCaddyfileAdapts(t *testing.T) {
 	// The auth handler must run before the proxy in the documents route.
 	if strings.Index(js, `"handler":"accounts_auth"`) > strings.Index(js, `"handler":"reverse_proxy"`) {
 		t.Error("accounts_auth is not before reverse_proxy")
+	}
+	// The upload limit must run between the two.
+	if i := strings.Index(js, `"handler":"accounts_upload_limit"`); i < strings.Index(js, `"handler":"accounts_auth"`) || i > strings.Index(js, `"handler":"reverse_proxy"`) {
+		t.Error("accounts_upload_limit is not between accounts_auth and reverse_proxy")
 	}
 }

@@ -1,0 +1,182 @@
+package caddymodule
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddyaccounts/gateway/accounts"
+)
+
+func init() {
+	caddy.RegisterModule(UploadLimitHandler{})
+	httpcaddyfile.RegisterHandlerDirective("accounts_upload_limit", parseUploadLimit)
+	// Caddy only orders plugins relative to its standard directives.
+	// accounts_auth sits right after forward_auth, that is right before
+	// request_header, so this puts accounts_upload_limit after
+	// accounts_auth whichever of the two is registered first, and before
+	// reverse_proxy.
+	httpcaddyfile.RegisterDirectiveOrder("accounts_upload_limit", httpcaddyfile.Before, "request_header")
+}
+
+// UploadLimitHandler refuses a request whose body is larger than the
+// document service's current upload limit, max_pdf_size_mb of the
+// settings file documents.json (GET and PATCH
+// /api/settings/documents/limits) in MiB, with 413
+// {"detail": "Upload exceeds the maximum size of <max_pdf_size_mb> MB"},
+// before any of the body goes further:
+//
+//   - A declared Content-Length is judged at once, without reading the
+//     body; a client that sent "Expect: 100-continue" gets the 413 instead
+//     of "100 Continue" and never sends the body (the connection is then
+//     closed: see refuse).
+//   - A body of unknown length (chunked, or HTTP/2 and HTTP/3 without
+//     Content-Length) is first spooled to a temporary file in the system's
+//     temp directory ($TMPDIR, else /tmp), as nginx does; the file is
+//     unlinked at once and closed when the request is done. A body within
+//     the limit then goes on from that file, with its Content-Length set.
+//     The temp directory needs room for the concurrent uploads.
+//
+// A body of exactly the limit passes. The limit is read on every request
+// that has a body (one stat(2) of documents.json while the file is
+// unchanged), so a change applies to the next request without a reload.
+// Requests without a body pass untouched. A corrupt documents.json refuses
+// uploads with the settings API's 503.
+//
+// Put it after accounts_auth, so that only signed-in users can make the
+// gateway spool, and before reverse_proxy.
+type UploadLimitHandler struct {
+	service *accounts.Service
+}
+
+// CaddyModule returns the Caddy module information.
+func (UploadLimitHandler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.accounts_upload_limit",
+		New: func() caddy.Module { return new(UploadLimitHandler) },
+	}
+}
+
+// Provision gets the account service from the accounts app.
+func (h *UploadLimitHandler) Provision(ctx caddy.Context) error {
+	app, err := appFrom(ctx)
+	if err != nil {
+		return err
+	}
+	h.service = app.Service()
+	return nil
+}
+
+// ServeHTTP passes the request on to next unless its body is over the
+// limit.
+func (h *UploadLimitHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if !hasBody(r) {
+		return next.ServeHTTP(w, r)
+	}
+	limit, err := h.service.MaxUploadBytes()
+	if err != nil {
+		h.refuse(w, r, err)
+		return nil
+	}
+	limited, err := accounts.LimitBody(r, limit)
+	if err != nil {
+		h.refuse(w, r, err)
+		return nil
+	}
+	if limited != r {
+		// The spooled file: the proxy closes a body it has sent, not
+		// one it never got to send (upstream down).
+		defer limited.Body.Close()
+	}
+	return next.ServeHTTP(w, limited)
+}
+
+// refuse answers err to a request whose body has not been read, or not
+// all of it.
+//
+// A client that sent "Expect: 100-continue" with a declared length is
+// waiting for "100 Continue" and has not sent its body; on HTTP/1.1 the
+// connection is closed after the answer ("Connection: close"), so that
+// neither side waits for that body. net/http would otherwise try to drain
+// it before answering: Caddy's read idle timeout wraps the request body,
+// which hides the unanswered expectation from net/http, and both sides
+// would stall until the client gives up waiting (curl and Go after 1 s,
+// then sending the body anyway) or the idle timeout ends the drain.
+//
+// Otherwise the client is sending its body, and net/http reads what is
+// left of it, up to 256 KiB, then closes the connection if more remains,
+// lingering long enough for the client to read the answer (closing at
+// once could reset the connection under the answer).
+func (h *UploadLimitHandler) refuse(w http.ResponseWriter, r *http.Request, err error) {
+	if r.ProtoMajor == 1 && r.ContentLength > 0 && expectsContinue(r) {
+		w.Header().Set("Connection", "close")
+	}
+	h.service.WriteError(w, r, err)
+}
+
+// expectsContinue reports whether r asks for "100 Continue" before its
+// body.
+func expectsContinue(r *http.Request) bool {
+	return strings.EqualFold(strings.TrimSpace(r.Header.Get("Expect")), "100-continue")
+}
+
+// hasBody reports whether r has a body to check. A body of unknown length
+// is read ahead by one byte: one that ends at once (HTTP/3 clients send a
+// GET that way) is marked empty, with ContentLength 0, and is not spooled.
+func hasBody(r *http.Request) bool {
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		return false
+	}
+	if r.ContentLength > 0 {
+		return true
+	}
+	var b [1]byte
+	n, err := io.ReadFull(r.Body, b[:])
+	switch {
+	case n == 1:
+		r.Body = peekedBody{io.MultiReader(bytes.NewReader(b[:]), r.Body), r.Body}
+		return true
+	case err == io.EOF:
+		r.ContentLength = 0
+		return false
+	default:
+		// The read failed: LimitBody gets the same error and answers 400.
+		r.Body = peekedBody{failedRead{err}, r.Body}
+		return true
+	}
+}
+
+// peekedBody is a request body whose start was read ahead: Reader gives
+// it again, then the rest; Closer is the original body.
+type peekedBody struct {
+	io.Reader
+	io.Closer
+}
+
+// failedRead is a reader that gives err.
+type failedRead struct{ err error }
+
+func (f failedRead) Read([]byte) (int, error) { return 0, f.err }
+
+// parseUploadLimit parses the accounts_upload_limit directive, which takes
+// no arguments:
+//
+//	accounts_upload_limit [<matcher>]
+func parseUploadLimit(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	h.Next()
+	if h.NextArg() || h.NextBlock(0) {
+		return nil, h.ArgErr()
+	}
+	return new(UploadLimitHandler), nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*UploadLimitHandler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*UploadLimitHandler)(nil)
+)
