@@ -488,6 +488,10 @@ func (s *Service) setUserAccess(ctx context.Context, id string, c userAccess) (b
 		}
 		return nil, nil, fmt.Errorf("changing user access: %w", err)
 	}
+	// The change notification reaches this instance too, but a moment
+	// later; the user's very next request must see the change here as
+	// well, even one sent as soon as this answer arrives.
+	s.cache.invalidate(after.ID)
 	return before, after, nil
 }
 

@@ -113,7 +113,10 @@ func (s *Service) cookie(name, value, path string, sameSite http.SameSite, expir
 		c.Expires = time.Unix(1, 0)
 		return c
 	}
-	c.MaxAge = max(int(time.Until(expires).Seconds()), 1)
+	// Rounded, not truncated: expires is a lifetime from a moment ago, so
+	// the time left is a hair under it, and truncating would say 899 for
+	// a 15m cookie.
+	c.MaxAge = max(int(time.Until(expires).Round(time.Second)/time.Second), 1)
 	c.Expires = expires.UTC()
 	return c
 }

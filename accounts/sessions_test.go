@@ -603,8 +603,8 @@ func TestSessionsListAndRevoke(t *testing.T) {
 		"revoked already": {aSID, 404, `"Session not found"`},
 		"another user's":  {strangerSID, 404, `"Session not found"`},
 		"unknown":         {"0b5a3c1e-8c1f-4b7e-9a43-3f6c1d2e4f50", 404, `"Session not found"`},
-		"not a UUID":      {"nope", 422, `[{"type":"uuid_parsing","loc":["path","session_id"],"msg":"Input should be a valid UUID, invalid character: expected an optional prefix of `+"`urn:uuid:`"+` followed by [0-9a-fA-F-], found `+"`n`"+` at 1"}]`},
-		"almost a UUID":   {"0b5a3c1e-8c1f-4b7e-9a43-3f6c1d2e4f5z", 422, `[{"type":"uuid_parsing","loc":["path","session_id"],"msg":"Input should be a valid UUID, invalid character: expected an optional prefix of `+"`urn:uuid:`"+` followed by [0-9a-fA-F-], found `+"`z`"+` at 36"}]`},
+		"not a UUID":      {"nope", 422, `[{"type":"uuid_parsing","loc":["path","session_id"],"msg":"Input should be a valid UUID, invalid character: expected an optional prefix of ` + "`urn:uuid:`" + ` followed by [0-9a-fA-F-], found ` + "`n`" + ` at 1"}]`},
+		"almost a UUID":   {"0b5a3c1e-8c1f-4b7e-9a43-3f6c1d2e4f5z", 422, `[{"type":"uuid_parsing","loc":["path","session_id"],"msg":"Input should be a valid UUID, invalid character: expected an optional prefix of ` + "`urn:uuid:`" + ` followed by [0-9a-fA-F-], found ` + "`z`" + ` at 36"}]`},
 	} {
 		r := e.do("DELETE", "/api/users/me/sessions/"+c.id, bearer, nil)
 		if r.Status != c.status || r.Detail(t) != c.detail {
