@@ -13,6 +13,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -111,6 +112,10 @@ type App struct {
 
 	service *accounts.Service
 	poolKey string
+	// inUse is read-locked by every request while it is in the account
+	// code (use), so that Cleanup lets go of the pool only once the
+	// requests of a config being replaced are done with it.
+	inUse   *sync.RWMutex
 	logger  *zap.Logger
 	stop    context.CancelFunc
 	stopped chan struct{}
@@ -139,6 +144,7 @@ func (p poolHandle) Destruct() error {
 // migrations and builds the account service.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
+	a.inUse = new(sync.RWMutex)
 	if err := a.resolve(); err != nil {
 		return err
 	}
@@ -384,13 +390,44 @@ func (a *App) Stop() error {
 	return nil
 }
 
-// Cleanup lets go of the database pool; the last config using it closes it.
+// use marks the account service as in use by a request until the
+// returned function is called.
+func (a *App) use() (done func()) {
+	a.inUse.RLock()
+	return a.inUse.RUnlock
+}
+
+// poolReleaseDelay is how long a config replaced by a reload keeps its
+// hold on the database pool before it waits for its last requests and
+// lets go. Caddy cleans up the old config as soon as it has begun to shut
+// the old servers down, and for a moment a request can still begin on
+// one of them (read from a kept-alive connection just before the server
+// closed its idle ones).
+const poolReleaseDelay = 2 * time.Second
+
+// Cleanup lets go of the database pool; the last config using it closes
+// it. At a reload Caddy neither waits for the old config's requests nor
+// for its servers to stop taking new ones, so the pool is let go of a
+// little later, once the requests in the account code are done with it:
+// closing it under them would fail them with 503. When the process exits,
+// the servers have been shut down already.
 func (a *App) Cleanup() error {
 	if a.poolKey == "" {
 		return nil
 	}
-	_, err := pools.Delete(a.poolKey)
-	return err
+	if caddy.Exiting() {
+		_, err := pools.Delete(a.poolKey)
+		return err
+	}
+	go func() {
+		time.Sleep(poolReleaseDelay)
+		a.inUse.Lock()
+		defer a.inUse.Unlock()
+		if _, err := pools.Delete(a.poolKey); err != nil {
+			a.logger.Error("closing the database pool", zap.Error(err))
+		}
+	}()
+	return nil
 }
 
 // redactURL hides the password of a database URL for logs.

@@ -31,6 +31,7 @@ func appFrom(ctx caddy.Context) (*App, error) {
 // it.
 type APIHandler struct {
 	handler http.Handler
+	app     *App
 }
 
 // CaddyModule returns the Caddy module information.
@@ -48,11 +49,13 @@ func (h *APIHandler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.handler = app.Service().Handler()
+	h.app = app
 	return nil
 }
 
 // ServeHTTP serves the request; it never calls next.
 func (h *APIHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	defer h.app.use()()
 	h.handler.ServeHTTP(w, withClientIP(r))
 	return nil
 }
@@ -78,6 +81,7 @@ type AuthHandler struct {
 	RequireRole string `json:"require_role,omitempty"`
 
 	service *accounts.Service
+	app     *App
 }
 
 // CaddyModule returns the Caddy module information.
@@ -95,6 +99,7 @@ func (h *AuthHandler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.service = app.Service()
+	h.app = app
 	return nil
 }
 
@@ -110,10 +115,7 @@ func (h *AuthHandler) Validate() error {
 // ServeHTTP authenticates the request and passes it on to next.
 func (h *AuthHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	accounts.StripIdentityHeaders(r.Header)
-	p, err := h.service.Authenticate(r)
-	if err == nil {
-		err = accounts.Authorize(p, h.RequireRole)
-	}
+	p, err := h.authenticate(r)
 	if err != nil {
 		h.service.WriteError(w, r, err)
 		return nil
@@ -124,6 +126,17 @@ func (h *AuthHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next cad
 	repl.Set("http.auth.user.email", p.User.Email)
 	repl.Set("http.auth.user.role", p.User.Role)
 	return next.ServeHTTP(w, r)
+}
+
+// authenticate checks the request's token and the user's role. The
+// database is used only here, not while next serves the request.
+func (h *AuthHandler) authenticate(r *http.Request) (*accounts.Principal, error) {
+	defer h.app.use()()
+	p, err := h.service.Authenticate(r)
+	if err == nil {
+		err = accounts.Authorize(p, h.RequireRole)
+	}
+	return p, err
 }
 
 // Interface guards
