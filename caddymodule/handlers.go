@@ -117,7 +117,7 @@ func (h *AuthHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next cad
 	accounts.StripIdentityHeaders(r.Header)
 	p, err := h.authenticate(r)
 	if err != nil {
-		h.service.WriteError(w, r, err)
+		refuseUnread(h.service, w, r, err)
 		return nil
 	}
 	r.Header.Set(accounts.UserIDHeader, p.User.ID)
@@ -137,6 +137,30 @@ func (h *AuthHandler) authenticate(r *http.Request) (*accounts.Principal, error)
 		err = accounts.Authorize(p, h.RequireRole)
 	}
 	return p, err
+}
+
+// refuseUnread answers err to a request whose body has not been read,
+// or not all of it: accounts_auth's 401/403 and accounts_upload_limit's
+// 413.
+//
+// A client that sent "Expect: 100-continue" with a declared length is
+// waiting for "100 Continue" and has not sent its body; on HTTP/1.1 the
+// connection is closed after the answer ("Connection: close"), so that
+// neither side waits for that body. net/http would otherwise try to drain
+// it before answering: Caddy's read idle timeout wraps the request body,
+// which hides the unanswered expectation from net/http, and both sides
+// would stall until the client gives up waiting (curl and Go after 1 s,
+// then sending the body anyway) or the idle timeout ends the drain.
+//
+// Otherwise the client is sending its body, and net/http reads what is
+// left of it, up to 256 KiB, then closes the connection if more remains,
+// lingering long enough for the client to read the answer (closing at
+// once could reset the connection under the answer).
+func refuseUnread(svc *accounts.Service, w http.ResponseWriter, r *http.Request, err error) {
+	if r.ProtoMajor == 1 && r.ContentLength > 0 && expectsContinue(r) {
+		w.Header().Set("Connection", "close")
+	}
+	svc.WriteError(w, r, err)
 }
 
 // Interface guards

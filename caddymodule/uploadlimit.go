@@ -80,12 +80,12 @@ func (h *UploadLimitHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, n
 	}
 	limit, err := h.service.MaxUploadBytes()
 	if err != nil {
-		h.refuse(w, r, err)
+		refuseUnread(h.service, w, r, err)
 		return nil
 	}
 	limited, err := accounts.LimitBody(r, limit)
 	if err != nil {
-		h.refuse(w, r, err)
+		refuseUnread(h.service, w, r, err)
 		return nil
 	}
 	if limited != r {
@@ -94,29 +94,6 @@ func (h *UploadLimitHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, n
 		defer limited.Body.Close()
 	}
 	return next.ServeHTTP(w, limited)
-}
-
-// refuse answers err to a request whose body has not been read, or not
-// all of it.
-//
-// A client that sent "Expect: 100-continue" with a declared length is
-// waiting for "100 Continue" and has not sent its body; on HTTP/1.1 the
-// connection is closed after the answer ("Connection: close"), so that
-// neither side waits for that body. net/http would otherwise try to drain
-// it before answering: Caddy's read idle timeout wraps the request body,
-// which hides the unanswered expectation from net/http, and both sides
-// would stall until the client gives up waiting (curl and Go after 1 s,
-// then sending the body anyway) or the idle timeout ends the drain.
-//
-// Otherwise the client is sending its body, and net/http reads what is
-// left of it, up to 256 KiB, then closes the connection if more remains,
-// lingering long enough for the client to read the answer (closing at
-// once could reset the connection under the answer).
-func (h *UploadLimitHandler) refuse(w http.ResponseWriter, r *http.Request, err error) {
-	if r.ProtoMajor == 1 && r.ContentLength > 0 && expectsContinue(r) {
-		w.Header().Set("Connection", "close")
-	}
-	h.service.WriteError(w, r, err)
 }
 
 // expectsContinue reports whether r asks for "100 Continue" before its

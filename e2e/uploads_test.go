@@ -256,6 +256,26 @@ func TestUploadLimitExpectContinue(t *testing.T) {
 		}
 	}
 
+	// accounts_auth refuses the same way: a bad token gets its 401 at once,
+	// and the body is never asked for.
+	{
+		rc := dialRaw(t, g)
+		target := uploadTarget("expect-bad-token")
+		start := time.Now()
+		rc.sendHead(host, target, "not-a-token", 1000)
+		r := rc.next()
+		expectBearerError(t, r, "Could not validate credentials")
+		if conn := r.Header.Get("Connection"); conn != "close" {
+			t.Errorf("bad token: Connection %q, want close", conn)
+		}
+		if d := time.Since(start); d > 900*time.Millisecond {
+			t.Errorf("bad token: the 401 took %v; the gateway waited for a body it never asked for", d)
+		}
+		if got := g.Doc.WithPathPrefix(target); len(got) != 0 {
+			t.Errorf("bad token: the document service saw %d requests", len(got))
+		}
+	}
+
 	rc := dialRaw(t, g)
 	target := uploadTarget("expect-within-limit")
 	data := randomBytes(t, 100000)
