@@ -112,8 +112,11 @@ func (c *authCache) invalidate(id string) {
 func (s *Service) Run(ctx context.Context) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		err := s.listen(ctx)
+		connected, err := s.listen(ctx)
 		s.cache.listening.Store(false)
+		if connected {
+			backoff = 100 * time.Millisecond // a new outage: start over
+		}
 		s.cache.invalidate("")
 		if ctx.Err() != nil {
 			return
@@ -129,21 +132,23 @@ func (s *Service) Run(ctx context.Context) {
 	}
 }
 
-func (s *Service) listen(ctx context.Context) error {
+// listen keeps the cache current until the connection fails; connected
+// tells whether it got as far as listening.
+func (s *Service) listen(ctx context.Context) (connected bool, err error) {
 	conn, err := pgx.ConnectConfig(ctx, s.db.Config().ConnConfig)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	if _, err := conn.Exec(ctx, "LISTEN "+userChangedChannel); err != nil {
-		return err
+		return false, err
 	}
 	s.cache.invalidate("")
 	s.cache.listening.Store(true)
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
-			return err
+			return true, err
 		}
 		s.cache.invalidate(n.Payload)
 	}
