@@ -3,13 +3,14 @@ package accounts
 import (
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -282,12 +283,7 @@ func TestAIConnectionTestTimeout(t *testing.T) {
 }
 
 func TestAIConnectionTestRefused(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := refusingAddr(t)
 	e, _, token := aiTestEnv(t, map[string]any{"base_url": "http://" + addr + "/v1", "api_key": openAIKey})
 	r := testAIRoute(t, e, token, nil, openAIKey)
 	got := r.JSON(t).(map[string]any)
@@ -297,6 +293,26 @@ func TestAIConnectionTestRefused(t *testing.T) {
 		t.Fatalf("refused: %d %s", r.Status, r.Body)
 	}
 	assertNoSecretInLogs(t, e, openAIKey)
+}
+
+// refusingAddr returns a loopback address that refuses connections for
+// the whole test: a socket bound to it but not listening holds the port,
+// so that no other test's connection or listener can take it meanwhile.
+func refusingAddr(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "127.0.0.1:" + strconv.Itoa(sa.(*syscall.SockaddrInet4).Port)
 }
 
 // TestAIConnectionTestRedirects: a redirect to another host is not

@@ -375,6 +375,23 @@ func startGateway(t testing.TB, opts GatewayOptions) *Gateway {
 // until /api/health answers 200. The caller must Stop it. DatabaseURL and
 // DocService are required.
 func launchGateway(opts GatewayOptions) (*Gateway, error) {
+	// A port found free can be taken by any outgoing connection before
+	// the gateway binds it (Caddy binds every interface); then start over
+	// on other ports.
+	for attempt := 1; ; attempt++ {
+		g, err := launchGatewayOnce(opts)
+		if err == nil {
+			return g, nil
+		}
+		if opts.Port != 0 || attempt == 3 || g == nil || !strings.Contains(g.Logs(), "address already in use") {
+			return nil, err
+		}
+	}
+}
+
+// launchGatewayOnce is one attempt of launchGateway. On failure it may
+// return the stopped gateway beside the error, for its logs.
+func launchGatewayOnce(opts GatewayOptions) (*Gateway, error) {
 	if opts.DatabaseURL == "" || opts.DocService == "" {
 		return nil, errors.New("launchGateway: DatabaseURL and DocService are required")
 	}
@@ -444,7 +461,7 @@ func launchGateway(opts GatewayOptions) (*Gateway, error) {
 	}
 	if err := g.WaitHealthy(startTimeout); err != nil {
 		_ = g.Stop()
-		return nil, err
+		return g, err
 	}
 	return g, nil
 }
