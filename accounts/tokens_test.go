@@ -7,7 +7,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
+	"maps"
 	"math/big"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -250,21 +253,49 @@ func TestParseKeys(t *testing.T) {
 	}
 }
 
-func BenchmarkIssueToken(b *testing.B) {
-	ti := newTestIssuer(b)
-	for b.Loop() {
-		if _, _, err := ti.Issue(testUser); err != nil {
+// benchIssuers returns token issuers signing with the test key (2048
+// bits) and with a production-size key (4096 bits, productionKey in
+// bench_test.go), by sub-benchmark name.
+func benchIssuers(b *testing.B) map[string]*TokenIssuer {
+	b.Helper()
+	issuers := map[string]*TokenIssuer{}
+	for _, key := range []*rsa.PrivateKey{testKey(b, 0), productionKey(b)} {
+		ks, err := NewKeySet(key)
+		if err != nil {
 			b.Fatal(err)
 		}
+		issuers[fmt.Sprintf("rsa%d", key.N.BitLen())] = NewTokenIssuer(ks, "caddy-accounts", 8*time.Hour, 30*time.Second)
+	}
+	return issuers
+}
+
+func BenchmarkIssueToken(b *testing.B) {
+	issuers := benchIssuers(b)
+	for _, name := range slices.Sorted(maps.Keys(issuers)) {
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				if _, _, err := issuers[name].Issue(testUser); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
 func BenchmarkVerifyToken(b *testing.B) {
-	ti := newTestIssuer(b)
-	tok, _, _ := ti.Issue(testUser)
-	for b.Loop() {
-		if _, err := ti.Verify(tok); err != nil {
-			b.Fatal(err)
-		}
+	issuers := benchIssuers(b)
+	for _, name := range slices.Sorted(maps.Keys(issuers)) {
+		b.Run(name, func(b *testing.B) {
+			ti := issuers[name]
+			tok, _, err := ti.Issue(testUser)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				if _, err := ti.Verify(tok); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
