@@ -34,7 +34,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -245,14 +244,15 @@ func (c *Cluster) Start() error {
 	)
 	cmd.Stdout, cmd.Stderr = log, log
 	// The postmaster gets SIGQUIT (immediate shutdown, which also ends
-	// its backends) when the thread that started it exits, which is at
-	// the latest when this process dies, even by SIGKILL. The thread is
-	// locked to the goroutine below and lives as long as the server.
+	// its backends) when the thread that started it exits, which is when
+	// this process dies, even by SIGKILL: Go ends a thread only when a
+	// goroutine locked to it returns, and nothing here locks one. (A
+	// locked goroutine ending would take down every child any goroutine
+	// had started from its thread: gateways of the e2e tests too.)
 	cmd.SysProcAttr.Pdeathsig = syscall.SIGQUIT
 	s := &server{done: make(chan struct{})}
 	started := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
 		err := cmd.Start()
 		log.Close()
 		if err != nil {
