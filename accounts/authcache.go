@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
@@ -56,7 +57,11 @@ func newAuthCache(size int) *authCache {
 	}
 }
 
-func tokenKey(token string) [32]byte { return sha256.Sum256([]byte(token)) }
+func tokenKey(token string) [32]byte {
+	// Sum256 only reads its input: hashing the string's bytes in place
+	// saves copying a kilobyte-long token on every request.
+	return sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token)))
+}
 
 // claims returns the cached claims of token if they have not expired.
 func (c *authCache) claims(key [32]byte, now time.Time, leeway time.Duration) (*Claims, bool) {

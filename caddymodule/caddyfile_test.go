@@ -110,7 +110,6 @@ func TestProjectCaddyfileAdapts(t *testing.T) {
 		`"path":["/api/documents","/api/documents/*"]`,
 		`{"handler":"accounts_auth"}`,
 		`{"handler":"accounts_upload_limit"}`,
-		`"flush_interval":-1`,
 		`"path":["/api/*","/.well-known/jwks.json"]`,
 		`{"handler":"accounts_api"}`,
 		`"try_files":["{http.request.uri.path}","/index.html"]`,

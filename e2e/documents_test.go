@@ -197,7 +197,8 @@ func TestDocumentsUploadStreamsIntact(t *testing.T) {
 }
 
 // TestDocumentsResponseStreams: the service's answer reaches the client
-// as it is written (flush_interval -1), not when it is complete.
+// as it is written, not when it is complete: Caddy flushes an answer of
+// unknown length at once.
 func TestDocumentsResponseStreams(t *testing.T) {
 	t.Parallel()
 	g := sharedGateway(t)

@@ -24,8 +24,8 @@
 // disturbed by more than -quiet-max percent is repeated (-retries).
 //
 // With -variants, two more targets attribute the overhead: the project's
-// Caddyfile without the accounts_auth line, and without the proxy's
-// flush_interval -1 line.
+// Caddyfile without its accounts_auth and accounts_upload_limit lines,
+// and without its two request_header lines.
 //
 // It is run by bench/load, which builds the binary and installs wrk; see
 // bench/README.md. Every setting is a flag whose default comes from the
@@ -138,7 +138,7 @@ func parseFlags() options {
 	flag.IntVar(&o.keyBits, "key-bits", envInt("KEY_BITS", 4096), "RSA key size of the token signing key (env KEY_BITS)")
 	flag.BoolVar(&o.profile, "profile", envBool("PROFILE"), "after the rounds, take a CPU profile of each target under load (env PROFILE=1)")
 	flag.BoolVar(&o.keep, "keep", envBool("KEEP"), "keep the temp dir (Caddyfiles, tokens, key) (env KEEP=1)")
-	flag.BoolVar(&o.variants, "variants", envBool("VARIANTS"), "also measure the project's Caddyfile without accounts_auth and without flush_interval -1, to attribute the overhead (env VARIANTS=1)")
+	flag.BoolVar(&o.variants, "variants", envBool("VARIANTS"), "also measure the project's Caddyfile without accounts_auth/accounts_upload_limit and without the request_header lines, to attribute the overhead (env VARIANTS=1)")
 	flag.DurationVar(&o.quietWait, "quiet-wait", envDuration("QUIET_WAIT", 2*time.Minute), "before each run, wait up to this long for the machine to be idle; 0 does not wait (env QUIET_WAIT)")
 	flag.Float64Var(&o.quietMax, "quiet-max", float64(envInt("QUIET_MAX", 10)), "CPU taken by other processes, in % of the machine, above which it is busy and a run is repeated (env QUIET_MAX)")
 	flag.IntVar(&o.retries, "retries", envInt("RETRIES", 2), "how often a run disturbed by other processes is repeated (env RETRIES)")
@@ -325,8 +325,8 @@ func run(ctx context.Context, o options) error {
 	}
 	if o.variants {
 		specs = append(specs,
-			spec{key: "gateway_noauth", name: "gw no auth", edit: dropLine("accounts_auth")},
-			spec{key: "gateway_noflush", name: "gw no flush", auth: true, edit: dropLine("flush_interval -1")})
+			spec{key: "gateway_noauth", name: "gw no auth", edit: dropLines("accounts_auth", "accounts_upload_limit")},
+			spec{key: "gateway_nostrip", name: "gw no strip", auth: true, edit: dropLines("request_header -X-User-Id", "request_header -X_User_Id")})
 	}
 	for _, d := range []string{"settings", "frontend", "xdg-data", "xdg-config"} {
 		if err := os.MkdirAll(filepath.Join(tmp, d), 0o755); err != nil {
@@ -513,19 +513,22 @@ func run(ctx context.Context, o options) error {
 
 // dropLine returns an edit of a Caddyfile that removes the line reading
 // exactly want (blanks aside), and fails if there is none.
-func dropLine(want string) func(string) (string, error) {
+func dropLines(want ...string) func(string) (string, error) {
 	return func(src string) (string, error) {
 		lines := strings.Split(src, "\n")
-		kept := lines[:0]
-		for _, l := range lines {
-			if strings.TrimSpace(l) != want {
-				kept = append(kept, l)
+		for _, w := range want {
+			kept := lines[:0:0]
+			for _, l := range lines {
+				if strings.TrimSpace(l) != w {
+					kept = append(kept, l)
+				}
 			}
+			if len(kept) == len(lines) {
+				return "", fmt.Errorf("the Caddyfile has no line %q to drop", w)
+			}
+			lines = kept
 		}
-		if len(kept) == len(lines) {
-			return "", fmt.Errorf("the Caddyfile has no line %q to drop", want)
-		}
-		return strings.Join(kept, "\n"), nil
+		return strings.Join(lines, "\n"), nil
 	}
 }
 
