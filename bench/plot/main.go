@@ -198,6 +198,9 @@ func panel(c *canvas, x0, y0, w, h int, title, ylabel, goalNote string, targets 
 	for g := range groups {
 		gx := x0 + int(float64(g)*gw)
 		label := fmt.Sprintf("round %d", g+1)
+		if n > 6 { // "round N" would overlap its neighbours
+			label = strconv.Itoa(g + 1)
+		}
 		if g == n {
 			label = "median"
 			c.fill(gx+2, y0, int(gw)-4, h, color.RGBA{246, 246, 246, 255})
