@@ -16,12 +16,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"unicode"
@@ -619,6 +625,620 @@ func FuzzVerifyHash(f *testing.F) {
 		}
 		if _, err := h.Verify(ctx, password+"\x00", fresh); !errors.Is(err, ErrMismatch) {
 			t.Fatalf("Verify(other password, own hash) = %v, want ErrMismatch", err)
+		}
+	})
+}
+
+// ---- Settings files ----
+
+// corruptDetail is the client-facing detail of a corrupt settings file.
+func corruptDetail(name string) string {
+	return "Settings file " + name + " is corrupt; fix or remove it"
+}
+
+// expectedMask is the oracle of maskAIKey: null for no key, "****" for a
+// key shorter than 12 characters, else "****" and its last 4 characters.
+func expectedMask(key *string) any {
+	if key == nil {
+		return nil
+	}
+	r := []rune(*key)
+	if len(r) < 12 {
+		return "****"
+	}
+	return "****" + string(r[len(r)-4:])
+}
+
+// fuzzSettingsFile checks one settings file whose content is data: its
+// parse (decode) either accepts it, and then writing the result back and
+// reading it again gives the same values, or answers the corrupt-file
+// 503; the route GET path answers what the parse said, never a 500; and
+// the product's own write path (update) round-trips what was accepted.
+// It returns the accepted value.
+func fuzzSettingsFile[T any](t *testing.T, h http.Handler, token string, file *settingsFile[T], data []byte,
+	path string, render func(T) any) (T, bool) {
+	t.Helper()
+	v, err := file.decode(data)
+	if err != nil {
+		var ae *Error
+		if !errors.As(err, &ae) || ae.Status != http.StatusServiceUnavailable || ae.Detail != corruptDetail(file.name) {
+			t.Fatalf("%s: decode error %v, want the corrupt-file 503", file.name, err)
+		}
+	} else {
+		// Round trip: the form update writes (indented, final newline)
+		// reads back as the same values.
+		out, err := json.MarshalIndent(v, "", "  ")
+		if err != nil {
+			t.Fatalf("%s: accepted values do not marshal: %v", file.name, err)
+		}
+		out = append(out, '\n')
+		v2, err := file.decode(out)
+		if err != nil {
+			t.Fatalf("%s: accepted %q, but its own form %s is refused: %v", file.name, data, out, err)
+		}
+		out2, _ := json.MarshalIndent(v2, "", "  ")
+		if !bytes.Equal(append(out2, '\n'), out) {
+			t.Fatalf("%s: %q read back as\n%s\nthen\n%s", file.name, data, out, out2)
+		}
+	}
+
+	// The same bytes as the file on disk, through the route. The cache is
+	// dropped: two writes of the same size within one mtime tick could
+	// otherwise look like one version of the file.
+	if err := os.WriteFile(file.path(), data, file.mode); err != nil {
+		t.Fatal(err)
+	}
+	file.cache.Store(nil)
+	get := func() *httptest.ResponseRecorder {
+		r := httptest.NewRequest(http.MethodGet, path, nil)
+		r.Header.Set("Authorization", "Bearer "+token)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	w := get()
+	if err != nil {
+		want := `{"detail":"` + corruptDetail(file.name) + `"}`
+		if w.Code != http.StatusServiceUnavailable || w.Body.String() != want {
+			t.Fatalf("GET %s of a corrupt file: %d %s, want 503 %s", path, w.Code, w.Body.Bytes(), want)
+		}
+		return v, false
+	}
+	want, _ := json.Marshal(render(v))
+	if w.Code != http.StatusOK || !bytes.Equal(w.Body.Bytes(), want) {
+		t.Fatalf("GET %s of %q: %d %s, want 200 %s", path, data, w.Code, w.Body.Bytes(), want)
+	}
+
+	// Written back by the product's own read-modify-write, then read
+	// again from disk: the same values, in the documented form and mode.
+	next, err := file.update(context.Background(), func(cur T) (T, bool) { return cur, true })
+	if err != nil {
+		t.Fatalf("%s: writing back %q: %v", file.name, data, err)
+	}
+	written, err := os.ReadFile(file.path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	canon, _ := json.MarshalIndent(v, "", "  ")
+	if !bytes.Equal(written, append(canon, '\n')) {
+		t.Fatalf("%s: wrote back %q as %q", file.name, data, written)
+	}
+	if fi, err := os.Stat(file.path()); err != nil || fi.Mode().Perm() != file.mode {
+		t.Fatalf("%s: written with mode %v (%v), want %v", file.name, fi.Mode(), err, file.mode)
+	}
+	file.cache.Store(nil)
+	again, err := file.read()
+	if err != nil {
+		t.Fatalf("%s: what was written back is refused: %v", file.name, err)
+	}
+	a, _ := json.Marshal(again)
+	b, _ := json.Marshal(next)
+	if !bytes.Equal(a, b) || !bytes.Equal(a, mustMarshal(t, v)) {
+		t.Fatalf("%s: %q written back and read again as %s, want %s", file.name, data, a, mustMarshal(t, v))
+	}
+	if w2 := get(); w2.Code != http.StatusOK || !bytes.Equal(w2.Body.Bytes(), want) {
+		t.Fatalf("GET %s after the write-back: %d %s, want 200 %s", path, w2.Code, w2.Body.Bytes(), want)
+	}
+	return v, true
+}
+
+func mustMarshal(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func FuzzSettingsFiles(f *testing.F) {
+	dir := f.TempDir()
+	env := newTestEnv(f, func(c *Config) { c.SettingsDir = dir })
+	h := env.svc.Handler()
+	admin, _, err := env.svc.CreateAdmin(context.Background(), "settings-admin@example.com", "Admin!pw1")
+	if err != nil {
+		f.Fatal(err)
+	}
+	token, _, err := env.svc.Tokens().Issue(admin)
+	if err != nil {
+		f.Fatal(err)
+	}
+	st := env.svc.settings
+
+	const key = "sk-proj-" + fuzzSecret + "-0123456789"
+	for _, s := range []struct{ ai, docs string }{
+		{"{}\n", "{}\n"},
+		{`{
+  "provider": "anthropic",
+  "model": "claude-3-5-haiku-latest",
+  "base_url": "https://llm.internal.example:8443/v1",
+  "api_key": "` + key + `",
+  "temperature": 0.2,
+  "max_tokens": 4096,
+  "updated_at": "2025-01-02T03:04:05.123456789Z"
+}
+`, `{"max_pdf_size_mb": 100, "updated_at": "2025-01-02T03:04:05Z"}`},
+		{`{"provider":null,"model":null,"base_url":null,"api_key":null,"temperature":null,"max_tokens":null,"updated_at":null}`,
+			`{"max_pdf_size_mb":null,"updated_at":null}`},
+		{`{"base_url":"","api_key":"","unknown":{"nested":[1,2,3]}}`, `{"max_pdf_size_mb":1,"comment":"hand edit"}`},
+		{`{"API_KEY":"` + key + `","Provider":"openai","MODEL":"m"}`, `{"MAX_PDF_SIZE_MB":1024}`},
+		{`{"api_key":"short"}`, `{"max_pdf_size_mb":1025}`},
+		{`{"api_key":"has space ` + fuzzSecret + `"}`, `{"max_pdf_size_mb":0}`},
+		{`{"api_key":"` + key + `"} {"api_key":"x"}`, `{"max_pdf_size_mb":25}]`},
+		{`{"api_key":"` + key + `"`, `{"max_pdf_size_mb":`},
+		{`{"temperature":-0}`, `{"max_pdf_size_mb":25.0}`},
+		{`{"temperature":2.0000000000000001,"max_tokens":200000}`, `{"max_pdf_size_mb":1e2}`},
+		{`{"temperature":1e400}`, `{"max_pdf_size_mb":9223372036854775808}`},
+		{`{"max_tokens":200001}`, `{"max_pdf_size_mb":"25"}`},
+		{`{"provider":"OpenAI"}`, `{"max_pdf_size_mb":true}`},
+		{`{"model":""}`, `[{"max_pdf_size_mb":25}]`},
+		{`{"model":"` + strings.Repeat("é", 200) + `"}`, `null`},
+		{`{"model":"` + strings.Repeat("é", 201) + `"}`, ``},
+		{`{"model":"a\u0000b\ud800"}`, "  \r\n\t{ \"max_pdf_size_mb\" : 7 }\r\n"},
+		{`{"base_url":"ftp://example.com"}`, "\ufeff{}"},
+		{`{"base_url":"https://user:` + fuzzSecret + `@example.com/v1"}`, "{\"max_pdf_size_mb\":7}\x00"},
+		{`{"base_url":"https://example.com/v1?key=` + fuzzSecret + `"}`, "{\"updated_at\":\"\xff\"}"},
+		{`{"base_url":"http://[::1]:8080"}`, `{"updated_at":"2025-01-02"}`},
+		{`{"base_url":"http://:80"}`, `{"updated_at":"2025-01-02T03:04:05+14:00"}`},
+		{`{"updated_at":"0000-01-01T00:00:00Z"}`, `{"updated_at":"9999-12-31T23:59:59.999999999-23:59"}`},
+		{`{"updated_at":"2025-13-01T00:00:00Z"}`, `{"updated_at":1735787045}`},
+		{`{"api_key":"****abcd"}`, `{"max_pdf_size_mb":5,"max_pdf_size_mb":2000}`},
+		{`{"api_key":["` + key + `"]}`, `{"max_pdf_size_mb":5,"Max_Pdf_Size_Mb":6}`},
+		{`{"provider":"openai","provider":"anthropic","api_key":"` + key + `"}`, `{"max_pdf_size_mb":{}}`},
+		{`{"provider":"openai"}` + "\n\n\n", `{"max_pdf_size_mb":NaN}`},
+	} {
+		f.Add([]byte(s.ai), []byte(s.docs))
+	}
+
+	f.Fuzz(func(t *testing.T, aiData, docsData []byte) {
+		a, ok := fuzzSettingsFile(t, h, token, st.ai, aiData, "/api/settings/ai", func(a aiSettings) any { return aiResponse(a) })
+		if ok {
+			// The key is never shown: the independent mask oracle, and
+			// the key appears nowhere else in the answer unless another
+			// field holds it.
+			got := aiResponse(a)
+			if !reflect.DeepEqual(anyOf(got.APIKey), expectedMask(a.APIKey)) || got.APIKeySet != (a.APIKey != nil) {
+				t.Fatalf("api_key shown as %v (set %v) for %q", anyOf(got.APIKey), got.APIKeySet, aiData)
+			}
+			if a.APIKey != nil && len(*a.APIKey) >= 5 {
+				body := string(mustMarshal(t, got))
+				others := a.Provider + "\x00" + a.Model + "\x00" + valueOr(a.BaseURL, "")
+				k := string(mustMarshal(t, *a.APIKey))
+				if strings.Contains(body, k[1:len(k)-1]) && !strings.Contains(others, *a.APIKey) {
+					t.Fatalf("the key is in the answer %s", body)
+				}
+			}
+		}
+		d, ok := fuzzSettingsFile(t, h, token, st.documents, docsData, "/api/settings/documents/limits",
+			func(d documentsSettings) any { return documentLimits{MaxPDFSizeMB: d.MaxPDFSizeMB} })
+		// The gateway's edge check reads the same file.
+		n, err := env.svc.MaxUploadBytes()
+		var ae *Error
+		switch {
+		case ok && (err != nil || n != int64(d.MaxPDFSizeMB)<<20):
+			t.Fatalf("MaxUploadBytes = %d, %v after %q", n, err, docsData)
+		case !ok && (!errors.As(err, &ae) || ae.Status != http.StatusServiceUnavailable):
+			t.Fatalf("MaxUploadBytes = %d, %v for the corrupt %q, want a 503", n, err, docsData)
+		}
+	})
+}
+
+// anyOf turns a *string into a comparable any (nil or the string).
+func anyOf(p *string) any {
+	if p == nil {
+		return nil
+	}
+	return *p
+}
+
+// ---- Every JSON route with a body or a query ----
+
+// fuzzProvider is the AI provider of FuzzAPIRoutes: a RoundTripper that
+// never reaches the network. By the length of the host it answers 200,
+// 401 with a message that echoes the key, fails to connect with an
+// error that holds the key, or redirects to another host. It records
+// the last key it was sent.
+type fuzzProvider struct {
+	mu  sync.Mutex
+	key string
+}
+
+func (p *fuzzProvider) lastKey() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	k := p.key
+	p.key = ""
+	return k
+}
+
+func (p *fuzzProvider) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+		req.Body.Close()
+	}
+	key := req.Header.Get("X-Api-Key")
+	if key == "" {
+		key = strings.TrimPrefix(req.Header.Get("Authorization"), "Bearer ")
+	}
+	p.mu.Lock()
+	p.key = key
+	p.mu.Unlock()
+	answer := func(status int, body string, header http.Header) *http.Response {
+		if header == nil {
+			header = http.Header{}
+		}
+		header.Set("Content-Type", "application/json")
+		return &http.Response{StatusCode: status, Status: http.StatusText(status), Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+			Header: header, Body: io.NopCloser(strings.NewReader(body)), ContentLength: int64(len(body)), Request: req}
+	}
+	switch len(req.URL.Host) % 4 {
+	case 0:
+		return answer(http.StatusOK, `{"id":"chatcmpl-1","choices":[]}`, nil), nil
+	case 1:
+		msg, _ := json.Marshal("Incorrect API key provided: " + key)
+		return answer(http.StatusUnauthorized, `{"error":{"message":`+string(msg)+`}}`, nil), nil
+	case 2:
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: fmt.Errorf("lookup %s with key %s: connection refused", req.URL.Host, key)}
+	default:
+		return answer(http.StatusFound, "", http.Header{"Location": {"http://elsewhere.invalid/"}}), nil
+	}
+}
+
+// fuzzRoutes are the JSON routes with a body or a query; a path that
+// ends in "/" takes the fuzzed path segment.
+var fuzzRoutes = []struct{ method, path string }{
+	{http.MethodPut, "/api/profile"},
+	{http.MethodPatch, "/api/admin/users/"},
+	{http.MethodGet, "/api/admin/users"},
+	{http.MethodGet, "/api/admin/audit"},
+	{http.MethodPatch, "/api/settings/ai"},
+	{http.MethodPost, "/api/settings/ai/test"},
+	{http.MethodPatch, "/api/settings/documents/limits"},
+	{http.MethodPost, "/api/auth/refresh"},
+	{http.MethodPost, "/api/users/me/password"},
+	{http.MethodDelete, "/api/users/me/sessions/"},
+}
+
+// fuzzContentTypes are the Content-Types a FuzzAPIRoutes input picks
+// from; a choice past the end sends the fuzzed string.
+var fuzzContentTypes = []string{"application/json", "", "application/json; charset=utf-8",
+	"application/merge-patch+json", "application/x-www-form-urlencoded", "text/plain"}
+
+// checkErrorShape checks a 4xx body: FastAPI's {"detail": "..."}, or
+// for a 422 {"detail": [{"type", "loc", "msg"}, ...]}.
+func checkErrorShape(t *testing.T, what string, status int, body []byte) {
+	t.Helper()
+	var v map[string]json.RawMessage
+	if err := json.Unmarshal(body, &v); err != nil || len(v) != 1 || v["detail"] == nil {
+		t.Fatalf("%s: %d body %q is not {\"detail\": ...}", what, status, body)
+	}
+	var s string
+	if json.Unmarshal(v["detail"], &s) == nil {
+		if s == "" {
+			t.Fatalf("%s: %d with an empty detail", what, status)
+		}
+		return
+	}
+	var entries []map[string]json.RawMessage
+	if err := json.Unmarshal(v["detail"], &entries); err != nil || len(entries) == 0 || status != http.StatusUnprocessableEntity {
+		t.Fatalf("%s: %d detail %s is neither a string nor a 422's list", what, status, v["detail"])
+	}
+	for _, e := range entries {
+		var typ, msg string
+		var loc []any
+		if len(e) != 3 || json.Unmarshal(e["type"], &typ) != nil || typ == "" || json.Unmarshal(e["msg"], &msg) != nil || msg == "" ||
+			json.Unmarshal(e["loc"], &loc) != nil || len(loc) == 0 {
+			t.Fatalf("%s: malformed 422 entry %v", what, e)
+		}
+		for i, l := range loc {
+			_, isString := l.(string)
+			_, isNumber := l.(float64)
+			if !isString && !(isNumber && i > 0) {
+				t.Fatalf("%s: loc %v of a 422 entry", what, loc)
+			}
+		}
+		if first := loc[0].(string); first != "body" && first != "query" && first != "path" {
+			t.Fatalf("%s: loc %v of a 422 entry", what, loc)
+		}
+	}
+}
+
+func FuzzAPIRoutes(f *testing.F) {
+	dir := f.TempDir()
+	env := newTestEnv(f, func(c *Config) {
+		c.SettingsDir = dir
+		// Every input reaches the body: no rate limit.
+		c.RateLimit = RateLimitConfig{IPRequests: -1, LoginFailures: -1}
+		c.Sessions.RefreshTokenInBody = true
+	})
+	h := env.svc.Handler()
+	ctx := context.Background()
+	provider := &fuzzProvider{}
+	env.svc.settings.aiTransport = provider
+	env.svc.settings.aiTestTimeout = 2 * time.Second
+
+	// The admin acts with a token of no session: no revocation of a
+	// session (DELETE, password change) can end it.
+	const adminPassword = "Admin!pw1"
+	admin, _, err := env.svc.CreateAdmin(ctx, "fuzz-admin@example.com", adminPassword)
+	if err != nil {
+		f.Fatal(err)
+	}
+	token, _, err := env.svc.Tokens().Issue(admin)
+	if err != nil {
+		f.Fatal(err)
+	}
+	adminHash, err := env.svc.passwordHashOf(ctx, admin.ID)
+	if err != nil {
+		f.Fatal(err)
+	}
+	victim := env.register("fuzz-victim@example.com", "Secret!pw1")
+	// A session of the admin to revoke, and its refresh token.
+	r := env.do("POST", "/api/auth/login", "", formOf("username", admin.Email, "password", adminPassword))
+	var login sessionTokenResponse
+	if r.Status != http.StatusOK || json.Unmarshal(r.Body, &login) != nil || login.RefreshToken == "" {
+		f.Fatalf("login: %d %s", r.Status, r.Body)
+	}
+	claims, err := env.svc.Tokens().Verify(login.AccessToken)
+	if err != nil || claims.SessionID == "" {
+		f.Fatalf("login token: %v %+v", err, claims)
+	}
+	sessionID := claims.SessionID
+
+	// restore puts back what an accepted request may have changed that
+	// later inputs depend on: the two users' role and active state, and
+	// the admin's password.
+	restore := func(t *testing.T) {
+		for _, u := range []*User{admin, victim} {
+			if _, err := env.db.Exec(ctx, "UPDATE users SET role = $2, is_active = $3, hashed_password = CASE WHEN id = $4 THEN $5 ELSE hashed_password END WHERE id = $1",
+				u.ID, u.Role, u.IsActive, admin.ID, adminHash); err != nil {
+				t.Fatal(err)
+			}
+			env.svc.cache.invalidate(u.ID)
+		}
+	}
+	// state is everything a refused request must leave as it was.
+	state := func(t *testing.T) string {
+		var db string
+		err := env.db.QueryRow(ctx, `SELECT concat_ws(E'\n',
+			(SELECT json_agg(x ORDER BY x.id)::text FROM users x),
+			(SELECT json_agg(x ORDER BY x.user_id)::text FROM profiles x),
+			(SELECT json_agg(x ORDER BY x.id)::text FROM sessions x),
+			(SELECT json_agg(x ORDER BY x.token_hash)::text FROM refresh_tokens x),
+			(SELECT count(*)::text FROM audit_events))`).Scan(&db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{aiSettingsName, documentsSettingsName} {
+			b, _ := os.ReadFile(filepath.Join(dir, name))
+			db += "\n" + string(b)
+		}
+		return db
+	}
+
+	type seed struct {
+		route      uint8
+		seg, query string
+		ct         uint8
+		body       string
+	}
+	const other = uint8(255) // the fuzzed Content-Type
+	const unknownID = "0b5a3c1e-8c1f-4b7e-9a43-3f6c1d2e4f50"
+	const aiKey = "sk-test-" + fuzzSecret + "-0123456789"
+	seeds := []seed{
+		// PUT /api/profile
+		{0, "", "", 0, `{"full_name":"Fuzz Admin","phone":"+49 (30) 123-456","job_title":"Ops","department":"IT","bio":"b","avatar_url":"https://example.com/a.png"}`},
+		{0, "", "", 0, `{"full_name":null,"phone":null,"avatar_url":null}`},
+		{0, "", "", 0, `{"phone":"12","avatar_url":"javascript:alert(1)","bio":"` + strings.Repeat("x", 2001) + `"}`},
+		{0, "", "", 0, `{"full_name":"a\u0000b","phone":"+1 234 567 ext 8","avatar_url":"http://h:99999/"}`},
+		{0, "", "", 0, `{"user_id":"` + unknownID + `","updated_at":"2020-01-01T00:00:00Z","role":"admin"}`},
+		{0, "", "", 0, `{"full_name":1,"bio":["x"],"department":{"a":1},"job_title":true}`},
+		{0, "", "", 0, "{\"full_name\":\"\xff\"}"},
+		{0, "", "", 4, "full_name=x"},
+		{0, "", "", 0, `[]`},
+		{0, "", "", other, `{}`},
+		// PATCH /api/admin/users/{id}
+		{1, victim.ID, "", 0, `{"role":"admin","is_active":true}`},
+		{1, victim.ID, "", 0, `{"role":"user","is_active":"no"}`},
+		{1, strings.ToUpper(victim.ID), "", 0, `{"is_active":0}`},
+		{1, "{" + victim.ID + "}", "", 0, `{"is_active":1.0}`},
+		{1, "urn:uuid:" + victim.ID, "", 0, `{"role":null,"is_active":null}`},
+		{1, strings.ReplaceAll(victim.ID, "-", ""), "", 0, `{"is_active":2,"role":"root"}`},
+		{1, admin.ID, "", 0, `{"is_active":false}`},
+		{1, admin.ID, "", 0, `{"role":"user"}`},
+		{1, unknownID, "", 0, `{"role":"user"}`},
+		{1, "not-a-uuid", "", 0, `{"email":"x@y.co","hashed_password":"x"}`},
+		{1, "not-a-uuid", "", 0, `{"role":`},
+		{1, "ü" + victim.ID[2:], "", 5, `{}`},
+		{1, "", "", 0, `{}`},
+		{1, "..", "", 0, `{}`},
+		{1, "a/b%c", "", 0, `{}`},
+		// GET /api/admin/users
+		{2, "", "skip=0&limit=10&q=FUZZ&role=admin&is_active=yes", 1, ""},
+		{2, "", "limit=0&skip=-1&role=root&is_active=maybe", 1, ""},
+		{2, "", "limit=1001&skip=99999999999999999999999", 1, ""},
+		{2, "", "limit=1_0&skip=+5.00&q=%25_%5C", 1, ""},
+		{2, "", "q=%00&limit=%zz&limit=5&skip", 1, ""},
+		{2, "", "q=%FF%FE+x&limit=" + strings.Repeat("9", 4301), 1, ""},
+		{2, "", "&&=&a=b=c;d", 1, ""},
+		// GET /api/admin/audit
+		{3, "", "event=register&event=login.success&actor_id=" + admin.ID + "&since=2020-01-01T00:00:00Z&until=2100-01-01T00:00:00%2B01:00", 1, ""},
+		{3, "", "since=2020-01-01&until=yesterday&actor_id=nope&target_id={" + victim.ID + "}", 1, ""},
+		{3, "", "event=%00&event=&target_id=urn:uuid:" + victim.ID, 1, ""},
+		{3, "", "since=0000-01-01T00:00:00Z&until=9999-12-31T23:59:59.999999999-23:59", 1, ""},
+		{3, "", "since=2025-01-01T00:00:00.000000001Z&skip=1&limit=1000", 1, ""},
+		// PATCH /api/settings/ai
+		{4, "", "", 0, `{"provider":"anthropic","model":"claude-3-5-haiku-latest","base_url":"https://llm.example.com/v1","api_key":" ` + aiKey + `\n","temperature":0.5,"max_tokens":2048}`},
+		{4, "", "", 0, `{"base_url":null,"api_key":"","temperature":0,"max_tokens":1}`},
+		{4, "", "", 0, `{"api_key":"****0123"}`},
+		{4, "", "", 0, `{"provider":"OpenAI","model":"","base_url":"ftp://x","api_key":"has space","temperature":2.5,"max_tokens":1.5}`},
+		{4, "", "", 0, `{"model":null,"temperature":1e400,"max_tokens":200001,"base_url":"https://u:p@h/?q#f"}`},
+		{4, "", "", 0, `{"model":"` + strings.Repeat("m", 201) + `","api_key":"` + strings.Repeat("k", 1001) + `","base_url":"http://:80"}`},
+		{4, "", "", 0, `{"temperature":null,"max_tokens":null,"provider":null,"id":1}`},
+		// POST /api/settings/ai/test
+		{5, "", "", 1, ""},
+		{5, "", "", 0, "null"},
+		{5, "", "", 0, `{"api_key":"` + aiKey + `","base_url":"http://127.0.0.1:1"}`},
+		{5, "", "", 0, `{"provider":"anthropic","api_key":"` + aiKey + `"}`},
+		{5, "", "", 0, `{"api_key":"` + aiKey + `","base_url":"http://abcd"}`},
+		{5, "", "", 0, `{"api_key":"` + aiKey + `","base_url":"https://llm.example/v1/"}`},
+		{5, "", "", 0, `{"api_key":"short","model":"m","base_url":"http://[::1]:8080/x"}`},
+		{5, "", "", 0, `{"api_key":"****","temperature":-1}`},
+		// PATCH /api/settings/documents/limits
+		{6, "", "", 0, `{"max_pdf_size_mb":50}`},
+		{6, "", "", 0, `{"max_pdf_size_mb":0}`},
+		{6, "", "", 0, `{"max_pdf_size_mb":1025}`},
+		{6, "", "", 0, `{"max_pdf_size_mb":"10"}`},
+		{6, "", "", 0, `{"max_pdf_size_mb":null}`},
+		{6, "", "", 0, `{"max_pdf_size_mb":10.0,"updated_at":null}`},
+		{6, "", "", 0, `{"max_pdf_size_mb":1e3}`},
+		{6, "", "", 0, `{"max_pdf_size_mb":9007199254740993}`},
+		{6, "", "", 0, `{}`},
+		// POST /api/auth/refresh
+		{7, "", "", 0, `{"refresh_token":"` + login.RefreshToken + `"}`},
+		{7, "", "", 0, `{"refresh_token":""}`},
+		{7, "", "", 0, `{"refresh_token":null}`},
+		{7, "", "", 1, ""},
+		{7, "", "", 0, "null"},
+		{7, "", "", 0, `{"refresh_token":"x","access_token":"y"}`},
+		{7, "", "", 4, "refresh_token=x"},
+		// DELETE /api/users/me/sessions/{session_id}, before the password
+		// change that ends every session
+		{9, sessionID, "", 1, ""},
+		{9, unknownID, "", 1, ""},
+		{9, "{" + unknownID + "}", "", 1, ""},
+		{9, "not-a-uuid", "", 1, ""},
+		{9, "", "", 1, ""},
+		{9, "\xff", "", 1, ""},
+		{9, "../../profile", "", 0, `{}`},
+		// POST /api/users/me/password
+		{8, "", "", 0, `{"current_password":"wrong","new_password":"New!pass1"}`},
+		{8, "", "", 0, `{"current_password":"` + adminPassword + `","new_password":"` + adminPassword + `"}`},
+		{8, "", "", 0, `{"current_password":"` + adminPassword + `","new_password":"Other!pw2"}`},
+		{8, "", "", 0, `{"current_password":"x","new_password":"short"}`},
+		{8, "", "", 0, `{"current_password":null,"new_password":"Test!Test1"}`},
+		{8, "", "", 0, `{"current_password":"x","new_password":"New!pass1\u0000","user_id":"` + victim.ID + `"}`},
+	}
+	for _, s := range seeds {
+		f.Add(s.route, s.seg, s.query, s.ct, "application/json; charset=\"utf-8\"", []byte(s.body))
+	}
+	f.Add(uint8(0), "", "", other, "application/json; charset", []byte(`{}`))
+	f.Add(uint8(4), "", "", other, "APPLICATION/JSON", []byte(`{"model":"m"}`))
+	f.Add(uint8(6), "", "", other, "application/problem+json; q=1", []byte(`{"max_pdf_size_mb":2}`))
+
+	f.Fuzz(func(t *testing.T, route uint8, seg, query string, ctChoice uint8, contentType string, body []byte) {
+		rt := fuzzRoutes[int(route)%len(fuzzRoutes)]
+		path := rt.path
+		if strings.HasSuffix(path, "/") {
+			path += url.PathEscape(seg)
+		}
+		ct := contentType
+		if int(ctChoice) < len(fuzzContentTypes) {
+			ct = fuzzContentTypes[ctChoice]
+		}
+		req := httptest.NewRequest(rt.method, path, bytes.NewReader(body))
+		req.URL.RawQuery = query
+		if ct != "" {
+			req.Header["Content-Type"] = []string{ct}
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		what := rt.method + " " + path + "?" + query
+
+		mutating := rt.method != http.MethodGet
+		var before string
+		if mutating {
+			before = state(t)
+		}
+		env.logs.TakeAll()
+		provider.lastKey()
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		status := w.Code
+
+		switch {
+		case status >= 500:
+			cause := ""
+			if logged := env.logs.FilterMessage("request failed").TakeAll(); len(logged) > 0 {
+				cause = fmt.Sprint(logged[len(logged)-1].ContextMap()["error"])
+			}
+			t.Fatalf("%s: status %d, body %s; logged cause: %s", what, status, w.Body.Bytes(), cause)
+		case status >= 400:
+			if ct := w.Header().Get("Content-Type"); ct != "application/json" {
+				t.Fatalf("%s: %d with Content-Type %q", what, status, ct)
+			}
+			checkErrorShape(t, what, status, w.Body.Bytes())
+		case status == http.StatusNoContent:
+			if w.Body.Len() != 0 {
+				t.Fatalf("%s: 204 with a body %q", what, w.Body.Bytes())
+			}
+		case status >= 300:
+			// Only ServeMux's redirect of a path segment that is not
+			// canonical ("..", "."): nothing ran.
+			if !strings.HasSuffix(rt.path, "/") {
+				t.Fatalf("%s: %d", what, status)
+			}
+		default:
+			if !json.Valid(w.Body.Bytes()) || w.Header().Get("Content-Type") != "application/json" {
+				t.Fatalf("%s: %d body %q", what, status, w.Body.Bytes())
+			}
+		}
+
+		// What a 200 from the settings routes shows of the key.
+		if rt.path == "/api/settings/ai" && status == http.StatusOK {
+			var got aiSettingsResponse
+			if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil {
+				t.Fatal(err)
+			}
+			if got.APIKey != nil && (!strings.HasPrefix(*got.APIKey, "****") || len(*got.APIKey) > 8) || got.APIKeySet != (got.APIKey != nil) {
+				t.Fatalf("%s: api_key shown as %v (set %v)", what, anyOf(got.APIKey), got.APIKeySet)
+			}
+		}
+		if rt.path == "/api/settings/ai/test" {
+			if key := provider.lastKey(); status == http.StatusOK && len(key) >= secretFragmentLen {
+				var res aiTestResult
+				if err := json.Unmarshal(w.Body.Bytes(), &res); err != nil {
+					t.Fatal(err)
+				}
+				msg := res.Message
+				for _, prefix := range []string{"Connection failed: ", "Provider answered 401: "} {
+					msg = strings.TrimPrefix(msg, prefix)
+				}
+				if strings.Contains(msg, key) {
+					t.Fatalf("%s: the key is in the message %q", what, res.Message)
+				}
+			}
+		}
+
+		if mutating {
+			after := state(t)
+			// A refused body changes nothing; the connection test saves
+			// nothing, whatever it answers.
+			if (status == http.StatusUnprocessableEntity || rt.path == "/api/settings/ai/test") && after != before {
+				t.Fatalf("%s: %d %s, but the state changed:\n%s\n->\n%s", what, status, w.Body.Bytes(), before, after)
+			}
+			if status < 300 {
+				restore(t)
+			}
 		}
 	})
 }
