@@ -1,10 +1,7 @@
 package accounts
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -46,47 +43,6 @@ func newBrowserOf(t testing.TB, svc *Service, ua string) *browser {
 	client := srv.Client()
 	client.Jar = jar
 	return &browser{t: t, srv: srv, client: client, ua: ua}
-}
-
-// send makes a request to base+path with client. body is as for
-// testEnv.do; header holds name, value pairs.
-func send(t testing.TB, client *http.Client, base, method, path string, body any, header ...string) *response {
-	t.Helper()
-	var rd io.Reader
-	contentType := ""
-	switch b := body.(type) {
-	case nil:
-	case string:
-		rd, contentType = strings.NewReader(b), "application/json"
-	case url.Values:
-		rd, contentType = strings.NewReader(b.Encode()), "application/x-www-form-urlencoded"
-	default:
-		j, err := json.Marshal(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rd, contentType = bytes.NewReader(j), "application/json"
-	}
-	req, err := http.NewRequest(method, base+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	res, err := client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &response{Status: res.StatusCode, Header: res.Header, Body: b}
 }
 
 // do sends a same-origin request, as the frontend would.

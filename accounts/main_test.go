@@ -116,6 +116,17 @@ func (r *response) Detail(t testing.TB) string {
 // (sent as a form) or any other value (sent as JSON).
 func (e *testEnv) do(method, path, token string, body any) *response {
 	e.t.Helper()
+	var auth []string
+	if token != "" {
+		auth = []string{"Authorization", "Bearer " + token}
+	}
+	return send(e.t, e.srv.Client(), e.srv.URL, method, path, body, auth...)
+}
+
+// send makes a request to base+path with client. body is as for
+// testEnv.do; header holds name, value pairs.
+func send(t testing.TB, client *http.Client, base, method, path string, body any, header ...string) *response {
+	t.Helper()
 	var rd io.Reader
 	contentType := ""
 	switch b := body.(type) {
@@ -127,28 +138,28 @@ func (e *testEnv) do(method, path, token string, body any) *response {
 	default:
 		j, err := json.Marshal(b)
 		if err != nil {
-			e.t.Fatal(err)
+			t.Fatal(err)
 		}
 		rd, contentType = bytes.NewReader(j), "application/json"
 	}
-	req, err := http.NewRequest(method, e.srv.URL+path, rd)
+	req, err := http.NewRequest(method, base+path, rd)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
 	}
-	res, err := e.srv.Client().Do(req)
+	res, err := client.Do(req)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return &response{Status: res.StatusCode, Header: res.Header, Body: b}
 }
