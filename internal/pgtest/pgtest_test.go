@@ -202,6 +202,12 @@ func datnames(t *testing.T, c *Cluster, prefix string) []string {
 	return names
 }
 
+// runs numbers the runs of tests that need a template name of their own.
+var runs atomic.Int32
+
+// runUnique returns name with a suffix unique to this call.
+func runUnique(name string) string { return name + strconv.Itoa(int(runs.Add(1))) }
+
 func TestSharedParallelNewDB(t *testing.T) {
 	t.Parallel()
 	c := Shared(t)
@@ -211,11 +217,12 @@ func TestSharedParallelNewDB(t *testing.T) {
 	var calls atomic.Int32
 	var mu sync.Mutex
 	urls := map[string]bool{}
+	tplName := runUnique("parallel") // templates live as long as the cluster: one per run (-count)
 	t.Run("group", func(t *testing.T) {
 		for i := range 12 {
 			t.Run(strconv.Itoa(i), func(t *testing.T) {
 				t.Parallel()
-				url := c.NewDB(t, "parallel", seed(&calls))
+				url := c.NewDB(t, tplName, seed(&calls))
 				if got := rows(t, url); fmt.Sprint(got) != "[seed]" {
 					t.Errorf("%s has %v", url, got)
 				}
@@ -240,6 +247,7 @@ func TestTemplateError(t *testing.T) {
 	t.Parallel()
 	c := Shared(t)
 	var calls atomic.Int32
+	tplName := runUnique("broken") // templates live as long as the cluster: one per run (-count)
 	fail := func(ctx context.Context, url string) error {
 		calls.Add(1)
 		return fmt.Errorf("migration failed")
@@ -249,7 +257,7 @@ func TestTemplateError(t *testing.T) {
 		done := make(chan struct{})
 		go func() { // Fatal calls runtime.Goexit
 			defer close(done)
-			c.NewDB(ft, "broken", fail)
+			c.NewDB(ft, tplName, fail)
 		}()
 		<-done
 		if !strings.Contains(ft.fatal, "migration failed") {
