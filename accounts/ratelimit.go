@@ -1,6 +1,7 @@
 package accounts
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -84,21 +85,11 @@ func (c RateLimitConfig) withDefaults() (RateLimitConfig, error) {
 			return c, fmt.Errorf("rate limit: negative %s %s", name, d)
 		}
 	}
-	if c.IPRequests == 0 {
-		c.IPRequests = DefaultIPRequests
-	}
-	if c.IPWindow == 0 {
-		c.IPWindow = DefaultIPWindow
-	}
-	if c.LoginFailures == 0 {
-		c.LoginFailures = DefaultLoginFailures
-	}
-	if c.LoginWindow == 0 {
-		c.LoginWindow = DefaultLoginWindow
-	}
-	if c.Lockout == 0 {
-		c.Lockout = DefaultLockout
-	}
+	c.IPRequests = cmp.Or(c.IPRequests, DefaultIPRequests)
+	c.IPWindow = cmp.Or(c.IPWindow, DefaultIPWindow)
+	c.LoginFailures = cmp.Or(c.LoginFailures, DefaultLoginFailures)
+	c.LoginWindow = cmp.Or(c.LoginWindow, DefaultLoginWindow)
+	c.Lockout = cmp.Or(c.Lockout, DefaultLockout)
 	if c.LockoutMax == 0 {
 		c.LockoutMax = max(DefaultLockoutMax, c.Lockout)
 	}

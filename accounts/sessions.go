@@ -50,6 +50,7 @@ package accounts
 // users.tokens_valid_after, or when they expire.
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -126,24 +127,12 @@ type SessionConfig struct {
 // withDefaults returns c with zero fields set to their defaults, or an
 // error for an unusable option.
 func (c SessionConfig) withDefaults(tokenLifetime time.Duration) (SessionConfig, error) {
-	if c.AccessCookieName == "" {
-		c.AccessCookieName = DefaultAccessCookieName
-	}
-	if c.RefreshCookieName == "" {
-		c.RefreshCookieName = DefaultRefreshCookieName
-	}
-	if c.AccessCookieLifetime == 0 {
-		c.AccessCookieLifetime = DefaultAccessCookieLifetime
-	}
-	if c.IdleTimeout == 0 {
-		c.IdleTimeout = DefaultSessionIdleTimeout
-	}
-	if c.MaxLifetime == 0 {
-		c.MaxLifetime = DefaultSessionMaxLifetime
-	}
-	if c.ReuseGrace == 0 {
-		c.ReuseGrace = DefaultRefreshReuseGrace
-	}
+	c.AccessCookieName = cmp.Or(c.AccessCookieName, DefaultAccessCookieName)
+	c.RefreshCookieName = cmp.Or(c.RefreshCookieName, DefaultRefreshCookieName)
+	c.AccessCookieLifetime = cmp.Or(c.AccessCookieLifetime, DefaultAccessCookieLifetime)
+	c.IdleTimeout = cmp.Or(c.IdleTimeout, DefaultSessionIdleTimeout)
+	c.MaxLifetime = cmp.Or(c.MaxLifetime, DefaultSessionMaxLifetime)
+	c.ReuseGrace = cmp.Or(c.ReuseGrace, DefaultRefreshReuseGrace)
 	for _, name := range []string{c.AccessCookieName, c.RefreshCookieName} {
 		if err := (&http.Cookie{Name: name, Value: "x", Domain: c.CookieDomain}).Valid(); err != nil {
 			return c, fmt.Errorf("sessions: cookie %q: %w", name, err)

@@ -7,7 +7,7 @@ import (
 	"os"
 )
 
-// UploadTooLarge is the 413 of an upload over the limit.
+// uploadTooLarge is the 413 of an upload over the limit.
 func uploadTooLarge(limit int64) *Error {
 	return newError(http.StatusRequestEntityTooLarge,
 		fmt.Sprintf("Upload exceeds the maximum size of %d MB", limit>>20))
