@@ -509,6 +509,13 @@ func writeFrontend(dir string) error {
 // if the process exits, with the tail of its output.
 func (g *Gateway) WaitHealthy(timeout time.Duration) error {
 	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+	return g.waitHealthy(timeout, g.URL, func() (*http.Client, string) { return hc, "" })
+}
+
+// waitHealthy polls base+"/api/health" with the client that client
+// returns, until it answers 200; client returns nil, and why, while the
+// gateway cannot be spoken to yet (its CA root not written, say).
+func (g *Gateway) waitHealthy(timeout time.Duration, base string, client func() (*http.Client, string)) error {
 	deadline := time.Now().Add(timeout)
 	var last string
 	for {
@@ -517,19 +524,20 @@ func (g *Gateway) WaitHealthy(timeout time.Duration) error {
 			return fmt.Errorf("the gateway exited before it was healthy (%v)\n--- gateway output (tail):\n%s", g.waitErr, g.LogTail(4000))
 		default:
 		}
-		res, err := hc.Get(g.URL + "/api/health")
-		if err == nil {
+		if hc, why := client(); hc == nil {
+			last = why
+		} else if res, err := hc.Get(base + "/api/health"); err != nil {
+			last = err.Error()
+		} else {
 			body, _ := io.ReadAll(res.Body)
 			res.Body.Close()
 			if res.StatusCode == http.StatusOK {
 				return nil
 			}
 			last = fmt.Sprintf("%d %s", res.StatusCode, body)
-		} else {
-			last = err.Error()
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the gateway was not healthy after %v (last: %s)\n--- gateway output (tail):\n%s", timeout, last, g.LogTail(4000))
+			return fmt.Errorf("the gateway was not healthy at %s after %v (last: %s)\n--- gateway output (tail):\n%s", base, timeout, last, g.LogTail(4000))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

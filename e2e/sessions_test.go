@@ -115,42 +115,28 @@ func startHTTPSGateway(t *testing.T, caddyfile string) *httpsGateway {
 	hg := &httpsGateway{Gateway: g, Base: base}
 	// XDG_DATA_HOME is Dir/data: Caddy keeps its storage in Dir/data/caddy.
 	rootFile := filepath.Join(g.Dir, "data", "caddy", "pki", "authorities", "local", "root.crt")
-	deadline := time.Now().Add(startTimeout)
-	last := "no CA root yet"
-	for {
-		select {
-		case <-g.Exited():
-			t.Fatalf("the gateway exited before it was healthy\n--- gateway output (tail):\n%s", g.LogTail(4000))
-		default:
-		}
-		if hg.Roots == nil {
-			if pemBytes, err := os.ReadFile(rootFile); err == nil {
-				if pool := x509.NewCertPool(); pool.AppendCertsFromPEM(pemBytes) {
-					hg.Roots = pool
-				}
+	var hc *http.Client
+	err = g.waitHealthy(startTimeout, base, func() (*http.Client, string) {
+		if hc == nil {
+			pemBytes, err := os.ReadFile(rootFile)
+			if err != nil {
+				return nil, "no CA root yet"
 			}
-		}
-		if hg.Roots != nil {
-			hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
-				Proxy: nil, DisableKeepAlives: true, TLSClientConfig: &tls.Config{RootCAs: hg.Roots},
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pemBytes) {
+				return nil, "the CA root is not PEM yet"
+			}
+			hg.Roots = pool
+			hc = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+				Proxy: nil, DisableKeepAlives: true, TLSClientConfig: &tls.Config{RootCAs: pool},
 			}}
-			res, err := hc.Get(base + "/api/health")
-			if err == nil {
-				body, _ := io.ReadAll(res.Body)
-				res.Body.Close()
-				if res.StatusCode == http.StatusOK {
-					return hg
-				}
-				last = fmt.Sprintf("%d %s", res.StatusCode, body)
-			} else {
-				last = err.Error()
-			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the gateway was not healthy over HTTPS after %v (last: %s)\n--- gateway output (tail):\n%s", startTimeout, last, g.LogTail(4000))
-		}
-		time.Sleep(50 * time.Millisecond)
+		return hc, ""
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
+	return hg
 }
 
 // Plain returns a client of the gateway's HTTPS site without cookies or
