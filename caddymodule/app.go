@@ -113,7 +113,7 @@ type App struct {
 	service *accounts.Service
 	poolKey string
 	// inUse is read-locked by every request while it is in the account
-	// code (use), so that Cleanup lets go of the pool only once the
+	// code (enter, leave), so that Cleanup lets go of the pool only once the
 	// requests of a config being replaced are done with it.
 	inUse   *sync.RWMutex
 	logger  *zap.Logger
@@ -390,12 +390,13 @@ func (a *App) Stop() error {
 	return nil
 }
 
-// use marks the account service as in use by a request until the
-// returned function is called.
-func (a *App) use() (done func()) {
-	a.inUse.RLock()
-	return a.inUse.RUnlock
-}
+// enter marks the account service as in use by a request until it calls
+// leave. (A pair of methods rather than one returning its undo: that
+// function would be allocated on every request.)
+func (a *App) enter() { a.inUse.RLock() }
+
+// leave ends what enter began.
+func (a *App) leave() { a.inUse.RUnlock() }
 
 // poolReleaseDelay is how long a config replaced by a reload keeps its
 // hold on the database pool before it waits for its last requests and

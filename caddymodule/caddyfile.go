@@ -18,6 +18,9 @@ func init() {
 	httpcaddyfile.RegisterDirectiveOrder("accounts_api", httpcaddyfile.Before, "reverse_proxy")
 	httpcaddyfile.RegisterHandlerDirective("accounts_auth", parseAuthHandler)
 	httpcaddyfile.RegisterDirectiveOrder("accounts_auth", httpcaddyfile.After, "forward_auth")
+	httpcaddyfile.RegisterHandlerDirective("accounts_strip_identity", parseStripIdentity)
+	// First of all: nothing may see the client's X-User-Id.
+	httpcaddyfile.RegisterDirectiveOrder("accounts_strip_identity", httpcaddyfile.Before, "tracing")
 }
 
 // parseGlobalOption parses the accounts global option:
@@ -200,11 +203,30 @@ func oneDuration(d *caddyfile.Dispenser, dst *caddy.Duration) error {
 //
 //	accounts_api
 func parseAPIHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	h.Next()
-	if h.NextArg() || h.NextBlock(0) {
-		return nil, h.ArgErr()
+	if err := noArguments(h); err != nil {
+		return nil, err
 	}
 	return new(APIHandler), nil
+}
+
+// noArguments consumes a directive that takes no arguments and no block.
+func noArguments(h httpcaddyfile.Helper) error {
+	h.Next()
+	if h.NextArg() || h.NextBlock(0) {
+		return h.ArgErr()
+	}
+	return nil
+}
+
+// parseStripIdentity parses the accounts_strip_identity directive, which
+// takes no arguments:
+//
+//	accounts_strip_identity
+func parseStripIdentity(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	if err := noArguments(h); err != nil {
+		return nil, err
+	}
+	return new(StripIdentityHandler), nil
 }
 
 // parseAuthHandler parses the accounts_auth directive:

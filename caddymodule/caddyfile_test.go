@@ -105,8 +105,7 @@ func TestProjectCaddyfileAdapts(t *testing.T) {
 	js := string(out)
 	for _, want := range []string{
 		`"accounts":{`,
-		`"delete":["X-User-Id"]`,
-		`"delete":["X_User_Id"]`,
+		`"routes":[{"handle":[{"handler":"accounts_strip_identity"}]}`,
 		`"path":["/api/documents","/api/documents/*"]`,
 		`{"handler":"accounts_auth"}`,
 		`{"handler":"accounts_upload_limit"}`,

@@ -13,6 +13,7 @@ import (
 func init() {
 	caddy.RegisterModule(APIHandler{})
 	caddy.RegisterModule(AuthHandler{})
+	caddy.RegisterModule(StripIdentityHandler{})
 }
 
 // appFrom returns the accounts app of the running config, provisioning
@@ -55,7 +56,8 @@ func (h *APIHandler) Provision(ctx caddy.Context) error {
 
 // ServeHTTP serves the request; it never calls next.
 func (h *APIHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
-	defer h.app.use()()
+	h.app.enter()
+	defer h.app.leave()
 	h.handler.ServeHTTP(w, withClientIP(r))
 	return nil
 }
@@ -120,7 +122,7 @@ func (h *AuthHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next cad
 		refuseUnread(h.service, w, r, err)
 		return nil
 	}
-	r.Header.Set(accounts.UserIDHeader, p.User.ID)
+	r.Header[accounts.UserIDHeader] = []string{p.User.ID} // canonical already
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Set("http.auth.user.id", p.User.ID)
 	repl.Set("http.auth.user.email", p.User.Email)
@@ -131,12 +133,37 @@ func (h *AuthHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next cad
 // authenticate checks the request's token and the user's role. The
 // database is used only here, not while next serves the request.
 func (h *AuthHandler) authenticate(r *http.Request) (*accounts.Principal, error) {
-	defer h.app.use()()
+	h.app.enter()
+	defer h.app.leave()
 	p, err := h.service.Authenticate(r)
 	if err == nil {
 		err = accounts.Authorize(p, h.RequireRole)
 	}
 	return p, err
+}
+
+// StripIdentityHandler removes every client-sent header that could pass
+// for X-User-Id (accounts.StripIdentityHeaders: any letter case, and
+// spellings with "_" for "-") and passes the request on. Put it first in a
+// site, so that no route, whatever it proxies to, ever forwards a user id
+// the client made up; only accounts_auth sets X-User-Id afterwards.
+//
+// It does what `request_header -X-User-Id` does for one spelling, for all
+// of them at once, without allocating.
+type StripIdentityHandler struct{}
+
+// CaddyModule returns the Caddy module information.
+func (StripIdentityHandler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.accounts_strip_identity",
+		New: func() caddy.Module { return new(StripIdentityHandler) },
+	}
+}
+
+// ServeHTTP removes the identity headers and passes the request on.
+func (StripIdentityHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	accounts.StripIdentityHeaders(r.Header)
+	return next.ServeHTTP(w, r)
 }
 
 // refuseUnread answers err to a request whose body has not been read,
@@ -170,4 +197,5 @@ var (
 	_ caddy.Provisioner           = (*AuthHandler)(nil)
 	_ caddy.Validator             = (*AuthHandler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*AuthHandler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*StripIdentityHandler)(nil)
 )

@@ -145,9 +145,8 @@ func (f failedRead) Read([]byte) (int, error) { return 0, f.err }
 //
 //	accounts_upload_limit [<matcher>]
 func parseUploadLimit(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	h.Next()
-	if h.NextArg() || h.NextBlock(0) {
-		return nil, h.ArgErr()
+	if err := noArguments(h); err != nil {
+		return nil, err
 	}
 	return new(UploadLimitHandler), nil
 }
