@@ -8,6 +8,20 @@
 -- init(), so the per-request cost on the client is a table lookup: the
 -- same script is used for every target of the benchmark, so the client
 -- does the same work whichever server it measures.
+--
+-- With TOKENS_DELAY_MS=N in the environment, every connection waits N ms
+-- after each response before its next request (wrk's delay()): a paced
+-- load, the same for every target, below what the machine can do, for
+-- latency at equal load. wrk measures each request from its write, so the
+-- wait is not part of the latency. (wrk looks for delay() when it loads
+-- the script, before init() sees the arguments; hence the environment.)
+
+local delay_ms = tonumber(os.getenv("TOKENS_DELAY_MS") or "")
+if delay_ms then
+	function delay()
+		return delay_ms
+	end
+end
 
 local counter = 0
 

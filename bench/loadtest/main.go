@@ -23,9 +23,13 @@
 // process takes during a run is measured from /proc/stat, and a run
 // disturbed by more than -quiet-max percent is repeated (-retries).
 //
+// After these full-load rounds, as many rounds at equal load (-paced-load)
+// measure latency: every connection pauses after each answer, so that
+// every target gets the same request rate, below saturation.
+//
 // With -variants, two more targets attribute the overhead: the project's
 // Caddyfile without its accounts_auth and accounts_upload_limit lines,
-// and without its two request_header lines.
+// and without its accounts_strip_identity line.
 //
 // It is run by bench/load, which builds the binary and installs wrk; see
 // bench/README.md. Every setting is a flag whose default comes from the
@@ -42,6 +46,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -81,6 +86,7 @@ type options struct {
 	profile     bool
 	keep        bool
 	variants    bool
+	pacedLoad   float64
 	quietWait   time.Duration
 	quietMax    float64
 	retries     int
@@ -118,6 +124,17 @@ func envDuration(name string, def time.Duration) time.Duration {
 	return def
 }
 
+func envFloat(name string, def float64) float64 {
+	if v := os.Getenv(name); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			fatalf("%s=%q: want a number", name, v)
+		}
+		return f
+	}
+	return def
+}
+
 func envBool(name string) bool {
 	v := strings.ToLower(os.Getenv(name))
 	return v != "" && v != "0" && v != "false" && v != "no"
@@ -138,7 +155,8 @@ func parseFlags() options {
 	flag.IntVar(&o.keyBits, "key-bits", envInt("KEY_BITS", 4096), "RSA key size of the token signing key (env KEY_BITS)")
 	flag.BoolVar(&o.profile, "profile", envBool("PROFILE"), "after the rounds, take a CPU profile of each target under load (env PROFILE=1)")
 	flag.BoolVar(&o.keep, "keep", envBool("KEEP"), "keep the temp dir (Caddyfiles, tokens, key) (env KEEP=1)")
-	flag.BoolVar(&o.variants, "variants", envBool("VARIANTS"), "also measure the project's Caddyfile without accounts_auth/accounts_upload_limit and without the request_header lines, to attribute the overhead (env VARIANTS=1)")
+	flag.BoolVar(&o.variants, "variants", envBool("VARIANTS"), "also measure the project's Caddyfile without accounts_auth/accounts_upload_limit and without accounts_strip_identity, to attribute the overhead (env VARIANTS=1)")
+	flag.Float64Var(&o.pacedLoad, "paced-load", envFloat("PACED_LOAD", 0.5), "after the throughput rounds, as many rounds at this part of plain caddy's throughput, paced alike for every target, for latency at equal load; 0 skips them (env PACED_LOAD)")
 	flag.DurationVar(&o.quietWait, "quiet-wait", envDuration("QUIET_WAIT", 2*time.Minute), "before each run, wait up to this long for the machine to be idle; 0 does not wait (env QUIET_WAIT)")
 	flag.Float64Var(&o.quietMax, "quiet-max", float64(envInt("QUIET_MAX", 10)), "CPU taken by other processes, in % of the machine, above which it is busy and a run is repeated (env QUIET_MAX)")
 	flag.IntVar(&o.retries, "retries", envInt("RETRIES", 2), "how often a run disturbed by other processes is repeated (env RETRIES)")
@@ -148,6 +166,9 @@ func parseFlags() options {
 	}
 	if o.connections < o.threads {
 		fatalf("wrk needs at least as many connections (%d) as threads (%d)", o.connections, o.threads)
+	}
+	if o.pacedLoad < 0 || o.pacedLoad >= 1 {
+		fatalf("paced-load is a part of plain caddy's throughput: at least 0, below 1")
 	}
 	if o.duration < time.Second || o.warmup < time.Second {
 		fatalf("duration and warmup must be at least 1s (wrk counts whole seconds)")
@@ -203,6 +224,9 @@ type results struct {
 	Goal   struct {
 		ThroughputMin float64 `json:"throughput_min"`
 		P99MaxDiffMS  float64 `json:"p99_max_diff_ms"`
+		// P99At says which p99 is judged: "equal load" (the paced
+		// rounds) or, without them, "full load".
+		P99At string `json:"p99_at"`
 		// Met: both the medians and the per-round comparisons meet both
 		// goals. Verdict is "met", "missed" (both miss one), or "unclear"
 		// (they disagree: run more rounds).
@@ -232,6 +256,15 @@ type ratios struct {
 	ServerCPU           float64 `json:"server_cpu"`
 	NormServerCPU       float64 `json:"server_cpu_per_stub_cpu"`
 	RSS                 float64 `json:"rss"`
+	// At equal load (the paced rounds), when measured.
+	PacedP50DiffMS       float64 `json:"paced_p50_diff_ms,omitempty"`
+	PacedP99DiffMS       float64 `json:"paced_p99_diff_ms,omitempty"`
+	PacedPairedP99DiffMS float64 `json:"paced_paired_p99_diff_ms,omitempty"`
+	PacedPairedP99Min    float64 `json:"paced_paired_p99_diff_ms_min,omitempty"`
+	PacedPairedP99Max    float64 `json:"paced_paired_p99_diff_ms_max,omitempty"`
+	// PacedServerCPU is the median over the paced rounds of the
+	// server's CPU per request against plain caddy's in the same round.
+	PacedServerCPU float64 `json:"paced_server_cpu,omitempty"`
 }
 
 func run(ctx context.Context, o options) error {
@@ -326,7 +359,7 @@ func run(ctx context.Context, o options) error {
 	if o.variants {
 		specs = append(specs,
 			spec{key: "gateway_noauth", name: "gw no auth", edit: dropLines("accounts_auth", "accounts_upload_limit")},
-			spec{key: "gateway_nostrip", name: "gw no strip", auth: true, edit: dropLines("request_header -X-User-Id", "request_header -X_User_Id")})
+			spec{key: "gateway_nostrip", name: "gw no strip", auth: true, edit: dropLines("accounts_strip_identity")})
 	}
 	for _, d := range []string{"settings", "frontend", "xdg-data", "xdg-config"} {
 		if err := os.MkdirAll(filepath.Join(tmp, d), 0o755); err != nil {
@@ -416,7 +449,7 @@ func run(ctx context.Context, o options) error {
 	}
 	for _, t := range targets {
 		say("warming up %s for %s", t.Name, o.warmup)
-		res, err := m.runWrk(ctx, t, wrkArgs(t, o.warmup))
+		res, err := m.runWrk(ctx, t, wrkRun{args: wrkArgs(t, o.warmup)})
 		if err != nil {
 			return err
 		}
@@ -425,30 +458,49 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 
-	runs := map[string][]wrkResult{}
-	disturbed := 0
-	for r := 1; r <= o.rounds; r++ {
-		// Alternate the order, so that a drift over time (thermal, page
-		// cache, a neighbour) weighs on every target alike.
-		order := append([]*target(nil), targets...)
-		if r%2 == 0 {
-			for i, j := 0, len(order)-1; i < j; i, j = i+1, j-1 {
-				order[i], order[j] = order[j], order[i]
+	// Throughput: every connection sends its next request as soon as it
+	// has the answer, so the machine runs flat out.
+	runs, disturbed, err := m.rounds(ctx, "", false, func(t *target) wrkRun {
+		return wrkRun{args: wrkArgs(t, o.duration)}
+	})
+	if err != nil {
+		return err
+	}
+	// Latency at equal load: every target gets the same paced load, all at
+	// the same time, together a part of what plain caddy managed alone. At
+	// full load every target's latency is mostly queueing, and tracks its
+	// throughput; paced, below saturation, it is the time each request
+	// takes. Loaded side by side, the targets see the same machine in the
+	// same instant, so their latencies and CPU costs compare round by
+	// round even on a VM whose speed drifts.
+	var paced map[string][]wrkResult
+	delayMS := 0
+	if o.pacedLoad > 0 {
+		var rps []float64
+		for _, r := range runs[baseline.Key] {
+			rps = append(rps, r.RPS)
+		}
+		perTarget := o.pacedLoad * median(rps) / float64(len(targets))
+		conns := max(1, o.connections/len(targets))
+		delayMS = max(1, int(float64(conns)*1000/perTarget+0.5))
+		say("latency at equal load: all %d targets at once, %d connections each, every one pausing %d ms after each answer (about %.0f req/s per target, %.0f%% of plain caddy's throughput in all)",
+			len(targets), conns, delayMS, float64(conns)*1000/float64(delayMS), o.pacedLoad*100)
+		threads := max(1, o.threads/len(targets))
+		pacedArgs := func(t *target) []string {
+			return []string{
+				"-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns),
+				"-d", fmt.Sprintf("%ds", int(o.duration.Round(time.Second)/time.Second)),
+				"--latency", "-s", lua, t.URL, "--", tokenFile, docPath,
 			}
 		}
-		for _, t := range order {
-			res, err := m.measure(ctx, t, wrkArgs(t, o.duration))
-			if err != nil {
-				return err
-			}
-			res.Round = r
-			if res.OtherCPUPct > o.quietMax {
-				disturbed++
-			}
-			say("round %d/%d %-12s %7.0f req/s  p50 %6.3f ms  p99 %6.3f ms  server CPU %5.1f µs/req  other CPU %4.1f%%%s",
-				r, o.rounds, t.Name, res.RPS, res.P50MS, res.P99MS, res.ServerCPUUS, res.OtherCPUPct, problems(res, o.quietMax))
-			runs[t.Key] = append(runs[t.Key], res)
+		var d int
+		paced, d, err = m.rounds(ctx, "equal load ", true, func(t *target) wrkRun {
+			return wrkRun{args: pacedArgs(t), delayMS: delayMS}
+		})
+		if err != nil {
+			return err
 		}
+		disturbed += d
 	}
 
 	var out results
@@ -461,8 +513,14 @@ func run(ctx context.Context, o options) error {
 		"order":     "alternating: odd rounds in target order, even rounds reversed",
 		"quiet_max": o.quietMax, "retries": o.retries,
 	}
+	if paced != nil {
+		out.Config["paced_load"] = o.pacedLoad
+		out.Config["paced_delay_ms"] = delayMS
+		out.Config["paced_connections"] = max(1, o.connections/len(targets))
+		out.Config["paced"] = "all targets at once, each with its own wrk"
+	}
 	for _, t := range targets {
-		out.Targets = append(out.Targets, summarize(t, runs[t.Key]))
+		out.Targets = append(out.Targets, summarize(t, runs[t.Key], paced[t.Key]))
 	}
 	for i := range out.Targets {
 		if i > 0 {
@@ -474,8 +532,15 @@ func run(ctx context.Context, o options) error {
 	out.Goal.ThroughputMin = goalThroughputRatio
 	out.Goal.P99MaxDiffMS = goalP99DiffMS
 	g := out.Ratios
-	byMedians := g.Throughput >= goalThroughputRatio && g.P99DiffMS <= goalP99DiffMS
-	byRounds := g.PairedThroughput >= goalThroughputRatio && g.PairedP99DiffMS <= goalP99DiffMS
+	// p99 is judged at equal load when that was measured.
+	p99, pairedP99 := g.P99DiffMS, g.PairedP99DiffMS
+	out.Goal.P99At = "full load"
+	if paced != nil {
+		p99, pairedP99 = g.PacedP99DiffMS, g.PacedPairedP99DiffMS
+		out.Goal.P99At = "equal load"
+	}
+	byMedians := g.Throughput >= goalThroughputRatio && p99 <= goalP99DiffMS
+	byRounds := g.PairedThroughput >= goalThroughputRatio && pairedP99 <= goalP99DiffMS
 	out.Goal.Met = byMedians && byRounds
 	switch {
 	case out.Goal.Met:
@@ -490,7 +555,7 @@ func run(ctx context.Context, o options) error {
 	if o.profile {
 		out.Profiles = map[string]string{}
 		for _, t := range targets {
-			path, err := m.profile(ctx, t, wrkArgs(t, o.duration))
+			path, err := m.profile(ctx, t, wrkRun{args: wrkArgs(t, o.duration)})
 			if err != nil {
 				return err
 			}
@@ -509,6 +574,47 @@ func run(ctx context.Context, o options) error {
 	printTable(os.Stdout, &out)
 	fmt.Printf("\nresults: %s\n", resultsFile)
 	return nil
+}
+
+// rounds runs wrk ROUNDS times against every target. Alone, the targets
+// take turns, in an order that alternates between rounds, so that a drift
+// over time (thermal, page cache, a neighbour) weighs on every target
+// alike; together, they are all loaded at the same time, so that the
+// drift weighs on them equally within each round. It returns the runs of
+// each target, by key, and how many were disturbed by other processes.
+func (m *meter) rounds(ctx context.Context, label string, together bool, run func(*target) wrkRun) (map[string][]wrkResult, int, error) {
+	runs := map[string][]wrkResult{}
+	disturbed := 0
+	for r := 1; r <= m.o.rounds; r++ {
+		order := append([]*target(nil), m.targets...)
+		if r%2 == 0 {
+			slices.Reverse(order)
+		}
+		batches := [][]*target{order}
+		if !together {
+			batches = nil
+			for _, t := range order {
+				batches = append(batches, []*target{t})
+			}
+		}
+		for _, batch := range batches {
+			res, err := m.measure(ctx, batch, run)
+			if err != nil {
+				return nil, 0, err
+			}
+			for _, t := range batch {
+				res := res[t.Key]
+				res.Round = r
+				if res.OtherCPUPct > m.o.quietMax {
+					disturbed++
+				}
+				say("%sround %d/%d %-12s %7.0f req/s  p50 %6.3f ms  p99 %6.3f ms  server CPU %5.1f µs/req  other CPU %4.1f%%%s",
+					label, r, m.o.rounds, t.Name, res.RPS, res.P50MS, res.P99MS, res.ServerCPUUS, res.OtherCPUPct, problems(res, m.o.quietMax))
+				runs[t.Key] = append(runs[t.Key], res)
+			}
+		}
+	}
+	return runs, disturbed, nil
 }
 
 // dropLine returns an edit of a Caddyfile that removes the line reading

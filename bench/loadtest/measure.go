@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -61,7 +62,13 @@ type summary struct {
 	// request of every target, so this cost is less sensitive to the
 	// machine slowing down as a whole (which the VM here does by ±15%).
 	MedianNormCPU float64 `json:"median_server_cpu_per_stub_cpu"`
-	VsBaseline    *ratios `json:"vs_baseline,omitempty"`
+	// The paced rounds (latency at equal load), when measured.
+	Paced          []wrkResult `json:"paced_rounds,omitempty"`
+	PacedMedianRPS float64     `json:"paced_median_rps,omitempty"`
+	PacedMedianP50 float64     `json:"paced_median_p50_ms,omitempty"`
+	PacedMedianP99 float64     `json:"paced_median_p99_ms,omitempty"`
+	PacedMedianCPU float64     `json:"paced_median_server_cpu_us_per_req,omitempty"`
+	VsBaseline     *ratios     `json:"vs_baseline,omitempty"`
 }
 
 // userHZ is the unit of /proc CPU times (USER_HZ, 100 on Linux).
@@ -156,70 +163,132 @@ func (m *meter) ownTicks() (servers map[string]int64, self, db int64) {
 	return servers, cpuTicks(os.Getpid()), treeTicks(m.postmaster)
 }
 
+// wrkRun is one invocation of wrk: its arguments, and for a paced run the
+// pause of every connection between an answer and its next request
+// (bench/tokens.lua reads it from TOKENS_DELAY_MS).
+type wrkRun struct {
+	args    []string
+	delayMS int // 0: the next request as soon as the answer is in
+}
+
 // runWrk runs wrk against t and parses its report, measuring the CPU time
 // of the server, wrk, the stub, the database and every other process.
-func (m *meter) runWrk(ctx context.Context, t *target, args []string) (wrkResult, error) {
+func (m *meter) runWrk(ctx context.Context, t *target, w wrkRun) (wrkResult, error) {
+	res, err := m.runTogether(ctx, []*target{t}, func(*target) wrkRun { return w })
+	return res[t.Key], err
+}
+
+// runTogether runs one wrk per target, all at the same time, and parses
+// their reports. The CPU times are taken over the same window: each
+// server's and wrk's per request of its own target, the stub's and the
+// database's per request of all targets, and every other process's in
+// percent of the machine.
+func (m *meter) runTogether(ctx context.Context, targets []*target, run func(*target) wrkRun) (map[string]wrkResult, error) {
 	servers0, self0, db0 := m.ownTicks()
 	busy0, total0 := machineTicks()
-	cmd := exec.CommandContext(ctx, "wrk", args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return wrkResult{}, fmt.Errorf("wrk %s: %w\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+	cmds := make([]*exec.Cmd, len(targets))
+	outs := make([]*bytes.Buffer, len(targets))
+	errs := make([]error, len(targets))
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		w := run(t)
+		cmd := exec.CommandContext(ctx, "wrk", w.args...)
+		if w.delayMS > 0 {
+			cmd.Env = append(os.Environ(), "TOKENS_DELAY_MS="+strconv.Itoa(w.delayMS))
+		}
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		cmds[i], outs[i] = cmd, &stdout
+		wg.Go(func() {
+			if err := cmd.Run(); err != nil {
+				errs[i] = fmt.Errorf("wrk %s: %w\n%s%s", strings.Join(w.args, " "), err, stdout.String(), stderr.String())
+			}
+		})
 	}
+	wg.Wait()
 	busy1, total1 := machineTicks()
 	servers1, self1, db1 := m.ownTicks()
-	res, err := parseWrk(stdout.String())
-	if err != nil {
-		return res, fmt.Errorf("wrk against %s: %w\n%s", t.Name, err, stdout.String())
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
-	wrkTicks := int64((cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()) * userHZ / time.Second)
+
+	results := make(map[string]wrkResult, len(targets))
+	var requests, wrkTicks int64
+	for i, t := range targets {
+		res, err := parseWrk(outs[i].String())
+		if err != nil {
+			return nil, fmt.Errorf("wrk against %s: %w\n%s", t.Name, err, outs[i].String())
+		}
+		cpu := cmds[i].ProcessState.UserTime() + cmds[i].ProcessState.SystemTime()
+		wrkTicks += int64(cpu * userHZ / time.Second)
+		if res.Requests > 0 {
+			res.ServerCPUUS = float64(servers1[t.Key]-servers0[t.Key]) * 1e6 / userHZ / float64(res.Requests)
+			res.WrkCPUUS = float64(cpu.Microseconds()) / float64(res.Requests)
+		}
+		requests += res.Requests
+		res.Attempts = 1
+		results[t.Key] = res
+	}
 	var serversAll int64
 	for k := range servers1 {
 		serversAll += servers1[k] - servers0[k]
 	}
 	own := serversAll + (self1 - self0) + (db1 - db0) + wrkTicks
+	other := 0.0
 	if total1 > total0 {
-		res.OtherCPUPct = max(0, float64(busy1-busy0-own)) / float64(total1-total0) * 100
+		other = max(0, float64(busy1-busy0-own)) / float64(total1-total0) * 100
 	}
-	if res.Requests > 0 {
-		perReq := func(ticks int64) float64 {
-			return float64(ticks) * 1e6 / userHZ / float64(res.Requests)
+	for k, res := range results {
+		res.OtherCPUPct = other
+		if requests > 0 {
+			res.StubCPUUS = float64(self1-self0) * 1e6 / userHZ / float64(requests)
+			res.DBCPUUS = float64(db1-db0) * 1e6 / userHZ / float64(requests)
 		}
-		res.ServerCPUUS = perReq(servers1[t.Key] - servers0[t.Key])
-		res.StubCPUUS = perReq(self1 - self0)
-		res.DBCPUUS = perReq(db1 - db0)
-		res.WrkCPUUS = float64((cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Microseconds()) / float64(res.Requests)
+		results[k] = res
 	}
-	res.Attempts = 1
-	return res, nil
+	return results, nil
 }
 
-// measure runs wrk once the machine is quiet, and again (up to retries
-// times) when other processes took more than quietMax of the machine
-// during the run; it keeps the least disturbed run.
-func (m *meter) measure(ctx context.Context, t *target, args []string) (wrkResult, error) {
-	var best wrkResult
+// measure runs wrk against the targets, all at the same time, once the
+// machine is quiet, and again (up to retries times) when other processes
+// took more than quietMax of the machine during the run; it keeps the
+// least disturbed run.
+func (m *meter) measure(ctx context.Context, targets []*target, run func(*target) wrkRun) (map[string]wrkResult, error) {
+	var best map[string]wrkResult
+	bestOther := 0.0
 	for attempt := 1; attempt <= m.o.retries+1; attempt++ {
 		if err := m.waitQuiet(ctx); err != nil {
-			return best, err
+			return nil, err
 		}
-		res, err := m.runWrk(ctx, t, args)
+		res, err := m.runTogether(ctx, targets, run)
 		if err != nil {
-			return best, err
+			return nil, err
 		}
-		if attempt == 1 || res.OtherCPUPct < best.OtherCPUPct {
-			best = res
+		other := res[targets[0].Key].OtherCPUPct
+		if attempt == 1 || other < bestOther {
+			best, bestOther = res, other
 		}
-		best.Attempts = attempt
-		if res.OtherCPUPct <= m.o.quietMax {
+		for k, r := range best {
+			r.Attempts = attempt
+			best[k] = r
+		}
+		if other <= m.o.quietMax {
 			break
 		}
 		if attempt <= m.o.retries {
-			warn("%s: other processes took %.0f%% of the machine during the run; repeating it", t.Name, res.OtherCPUPct)
+			warn("%s: other processes took %.0f%% of the machine during the run; repeating it", names(targets), other)
 		}
 	}
 	return best, nil
+}
+
+// names lists the targets' names.
+func names(targets []*target) string {
+	var n []string
+	for _, t := range targets {
+		n = append(n, t.Name)
+	}
+	return strings.Join(n, " + ")
 }
 
 // waitQuiet waits until the machine has been idle (busy below quietMax)
@@ -364,16 +433,19 @@ func median(xs []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-func summarize(t *target, rs []wrkResult) summary {
-	col := func(f func(wrkResult) float64) []float64 {
-		var v []float64
-		for _, r := range rs {
-			v = append(v, f(r))
-		}
-		return v
+// column is one number of every run.
+func column(rs []wrkResult, f func(wrkResult) float64) []float64 {
+	v := make([]float64, 0, len(rs))
+	for _, r := range rs {
+		v = append(v, f(r))
 	}
+	return v
+}
+
+func summarize(t *target, rs, paced []wrkResult) summary {
+	col := func(f func(wrkResult) float64) []float64 { return column(rs, f) }
 	rps := col(func(r wrkResult) float64 { return r.RPS })
-	return summary{
+	s := summary{
 		Key: t.Key, Name: t.Name, Rounds: rs,
 		MedianRPS: median(rps),
 		MinRPS:    slices.Min(rps),
@@ -390,6 +462,15 @@ func summarize(t *target, rs []wrkResult) summary {
 		MaxOther:   slices.Max(col(func(r wrkResult) float64 { return r.OtherCPUPct })),
 		PeakRSSKiB: peakRSS(t.proc.Process.Pid),
 	}
+	if len(paced) > 0 {
+		s.Paced = paced
+		s.PacedMedianRPS = median(column(paced, func(r wrkResult) float64 { return r.RPS }))
+		s.PacedMedianP50 = median(column(paced, func(r wrkResult) float64 { return r.P50MS }))
+		s.PacedMedianP99 = median(column(paced, func(r wrkResult) float64 { return r.P99MS }))
+		s.PacedMedianCPU = median(column(paced, func(r wrkResult) float64 { return r.ServerCPUUS }))
+		s.MaxOther = max(s.MaxOther, slices.Max(column(paced, func(r wrkResult) float64 { return r.OtherCPUPct })))
+	}
+	return s
 }
 
 // ratiosOf compares a target to the baseline.
@@ -423,12 +504,28 @@ func ratiosOf(base, s summary) ratios {
 	if base.PeakRSSKiB > 0 {
 		r.RSS = float64(s.PeakRSSKiB) / float64(base.PeakRSSKiB)
 	}
+	if len(base.Paced) > 0 && len(s.Paced) > 0 {
+		r.PacedP50DiffMS = s.PacedMedianP50 - base.PacedMedianP50
+		r.PacedP99DiffMS = s.PacedMedianP99 - base.PacedMedianP99
+		// The paced runs of a round ran at the same time: compare the
+		// server's CPU per request within each round.
+		var d, cpu []float64
+		for i := range min(len(base.Paced), len(s.Paced)) {
+			d = append(d, s.Paced[i].P99MS-base.Paced[i].P99MS)
+			if b := base.Paced[i].ServerCPUUS; b > 0 {
+				cpu = append(cpu, s.Paced[i].ServerCPUUS/b)
+			}
+		}
+		r.PacedServerCPU = median(cpu)
+		r.PacedPairedP99DiffMS = median(d)
+		r.PacedPairedP99Min, r.PacedPairedP99Max = slices.Min(d), slices.Max(d)
+	}
 	return r
 }
 
 // profile runs wrk against t once more while taking a CPU profile through
 // Caddy's admin endpoint (/debug/pprof/profile).
-func (m *meter) profile(ctx context.Context, t *target, args []string) (string, error) {
+func (m *meter) profile(ctx context.Context, t *target, w wrkRun) (string, error) {
 	seconds := max(int(m.o.duration/time.Second)-2, 1)
 	say("profiling %s under load for %ds", t.Name, seconds)
 	path := filepath.Join(m.o.out, t.Key+".cpu.pprof")
@@ -455,7 +552,7 @@ func (m *meter) profile(ctx context.Context, t *target, args []string) (string, 
 	if err := m.waitQuiet(ctx); err != nil {
 		return "", err
 	}
-	if _, err := m.runWrk(ctx, t, args); err != nil {
+	if _, err := m.runWrk(ctx, t, w); err != nil {
 		return "", err
 	}
 	g := <-ch
@@ -508,6 +605,24 @@ func printTable(w io.Writer, r *results) {
 			t.Name, t.MedianRPS, t.MinRPS, t.MaxRPS, t.MedianP50, t.MedianP99, t.MedianCPU,
 			float64(t.PeakRSSKiB)/1024, ratio, diff, paired, cpu, t.MaxOther)
 	}
+	paced := len(r.Targets[0].Paced) > 0
+	if paced {
+		fmt.Fprintf(w, "\nat equal load, all targets at once: %v connections each, every one pausing %v ms after each answer (%.0f%% of plain caddy's throughput in all)\n\n",
+			r.Config["paced_connections"], r.Config["paced_delay_ms"], r.Config["paced_load"].(float64)*100)
+		fmt.Fprintf(w, "%-12s %9s %7s %7s %8s %7s %7s %22s %7s\n",
+			"target", "req/s", "p50 ms", "p99 ms", "CPU µs", "Δp50", "Δp99", "paired Δp99 (min–max)", "× CPU")
+		for _, t := range r.Targets {
+			d50, d99, paired, cpu := "", "", "", ""
+			if v := t.VsBaseline; v != nil {
+				d50 = fmt.Sprintf("%+.3f", v.PacedP50DiffMS)
+				d99 = fmt.Sprintf("%+.3f", v.PacedP99DiffMS)
+				paired = fmt.Sprintf("%+.3f (%+.2f–%+.2f)", v.PacedPairedP99DiffMS, v.PacedPairedP99Min, v.PacedPairedP99Max)
+				cpu = fmt.Sprintf("×%.2f", v.PacedServerCPU)
+			}
+			fmt.Fprintf(w, "%-12s %9.0f %7.3f %7.3f %8.1f %7s %7s %22s %7s\n",
+				t.Name, t.PacedMedianRPS, t.PacedMedianP50, t.PacedMedianP99, t.PacedMedianCPU, d50, d99, paired, cpu)
+		}
+	}
 	g := r.Ratios
 	verdict := func(ok, sure bool) string {
 		switch {
@@ -521,15 +636,27 @@ func printTable(w io.Writer, r *results) {
 	tpOK := g.Throughput >= r.Goal.ThroughputMin
 	// Sure when both estimates fall on the same side of the goal.
 	tpSure := (g.PairedThroughput >= r.Goal.ThroughputMin) == tpOK
-	p99OK := g.P99DiffMS <= r.Goal.P99MaxDiffMS
-	p99Sure := (g.PairedP99DiffMS <= r.Goal.P99MaxDiffMS) == p99OK
 	fmt.Fprintf(w, "\ngateway / plain caddy:\n")
-	fmt.Fprintf(w, "  throughput  ×%.3f (medians), ×%.3f (median of the rounds' ratios, %.3f–%.3f); goal ≥ %.2f: %s\n",
+	fmt.Fprintf(w, "  throughput        ×%.3f (medians), ×%.3f (median of the rounds' ratios, %.3f–%.3f); goal ≥ %.2f: %s\n",
 		g.Throughput, g.PairedThroughput, g.PairedThroughputMin, g.PairedThroughputMax, r.Goal.ThroughputMin, verdict(tpOK, tpSure))
-	fmt.Fprintf(w, "  p99         %+.3f ms (medians), %+.3f ms (median of the rounds' differences, %+.2f–%+.2f); goal ≤ +%.1f ms: %s\n",
-		g.P99DiffMS, g.PairedP99DiffMS, g.PairedP99DiffMin, g.PairedP99DiffMax, r.Goal.P99MaxDiffMS, verdict(p99OK, p99Sure))
+	p99Line := func(label string, diff, paired, lo, hi float64, judged bool) {
+		goal := "not judged: at full load p99 is queueing, and follows throughput"
+		if judged {
+			ok := diff <= r.Goal.P99MaxDiffMS
+			goal = fmt.Sprintf("goal ≤ +%.1f ms: %s", r.Goal.P99MaxDiffMS, verdict(ok, (paired <= r.Goal.P99MaxDiffMS) == ok))
+		}
+		fmt.Fprintf(w, "  %-17s %+.3f ms (medians), %+.3f ms (median of the rounds' differences, %+.2f–%+.2f); %s\n",
+			label, diff, paired, lo, hi, goal)
+	}
+	p99Line("p99, full load", g.P99DiffMS, g.PairedP99DiffMS, g.PairedP99DiffMin, g.PairedP99DiffMax, !paced)
+	if paced {
+		p99Line("p99, equal load", g.PacedP99DiffMS, g.PacedPairedP99DiffMS, g.PacedPairedP99Min, g.PacedPairedP99Max, true)
+	}
 	fmt.Fprintf(w, "  p50 %+.3f ms; server CPU per request ×%.2f (×%.2f relative to the stub's); peak RSS ×%.2f\n",
 		g.P50DiffMS, g.ServerCPU, g.NormServerCPU, g.RSS)
+	if paced {
+		fmt.Fprintf(w, "  at equal load: p50 %+.3f ms; server CPU per request ×%.2f\n", g.PacedP50DiffMS, g.PacedServerCPU)
+	}
 	if r.DisturbedRuns > 0 {
 		fmt.Fprintf(w, "\n!! %d measured run(s) were disturbed by other processes (other > %v%% even after retries): the numbers are not trustworthy; run again on an idle machine.\n",
 			r.DisturbedRuns, r.Config["quiet_max"])
