@@ -27,9 +27,10 @@
 // measure latency: every connection pauses after each answer, so that
 // every target gets the same request rate, below saturation.
 //
-// With -variants, two more targets attribute the overhead: the project's
-// Caddyfile without its accounts_auth and accounts_upload_limit lines,
-// and without its accounts_strip_identity line.
+// With -variants, two more targets attribute the overhead: the token check
+// alone in front of the proxy (accounts_strip_identity, accounts_auth,
+// reverse_proxy, nothing else), and the project's Caddyfile without its
+// accounts_auth and accounts_upload_limit lines.
 //
 // It is run by bench/load, which builds the binary and installs wrk; see
 // bench/README.md. Every setting is a flag whose default comes from the
@@ -42,6 +43,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -155,7 +157,7 @@ func parseFlags() options {
 	flag.IntVar(&o.keyBits, "key-bits", envInt("KEY_BITS", 4096), "RSA key size of the token signing key (env KEY_BITS)")
 	flag.BoolVar(&o.profile, "profile", envBool("PROFILE"), "after the rounds, take a CPU profile of each target under load (env PROFILE=1)")
 	flag.BoolVar(&o.keep, "keep", envBool("KEEP"), "keep the temp dir (Caddyfiles, tokens, key) (env KEEP=1)")
-	flag.BoolVar(&o.variants, "variants", envBool("VARIANTS"), "also measure the project's Caddyfile without accounts_auth/accounts_upload_limit and without accounts_strip_identity, to attribute the overhead (env VARIANTS=1)")
+	flag.BoolVar(&o.variants, "variants", envBool("VARIANTS"), "also measure the token check alone in front of the proxy, and the project's Caddyfile without accounts_auth/accounts_upload_limit, to attribute the overhead (env VARIANTS=1)")
 	flag.Float64Var(&o.pacedLoad, "paced-load", envFloat("PACED_LOAD", 0.5), "after the throughput rounds, as many rounds at this part of plain caddy's throughput, paced alike for every target, for latency at equal load; 0 skips them (env PACED_LOAD)")
 	flag.DurationVar(&o.quietWait, "quiet-wait", envDuration("QUIET_WAIT", 2*time.Minute), "before each run, wait up to this long for the machine to be idle; 0 does not wait (env QUIET_WAIT)")
 	flag.Float64Var(&o.quietMax, "quiet-max", float64(envInt("QUIET_MAX", 10)), "CPU taken by other processes, in % of the machine, above which it is busy and a run is repeated (env QUIET_MAX)")
@@ -358,8 +360,10 @@ func run(ctx context.Context, o options) error {
 	}
 	if o.variants {
 		specs = append(specs,
-			spec{key: "gateway_noauth", name: "gw no auth", edit: dropLines("accounts_auth", "accounts_upload_limit")},
-			spec{key: "gateway_nostrip", name: "gw no strip", auth: true, edit: dropLines("accounts_strip_identity")})
+			spec{key: "gateway_authonly", name: "gw auth only", auth: true, caddyfile: func(site, admin string) string {
+				return fmt.Sprintf("# The token check alone in front of the proxy: no routes, no upload\n# limit, no proxy timeouts.\n{\n\tadmin %s\n\taccounts\n}\n\n%s {\n\taccounts_strip_identity\n\taccounts_auth\n\treverse_proxy %s\n}\n", admin, site, stub.addr)
+			}},
+			spec{key: "gateway_noauth", name: "gw no auth", edit: dropLines("accounts_auth", "accounts_upload_limit")})
 	}
 	for _, d := range []string{"settings", "frontend", "xdg-data", "xdg-config"} {
 		if err := os.MkdirAll(filepath.Join(tmp, d), 0o755); err != nil {
@@ -379,28 +383,28 @@ func run(ctx context.Context, o options) error {
 			"XDG_DATA_HOME":   filepath.Join(tmp, "xdg-data"),
 			"XDG_CONFIG_HOME": filepath.Join(tmp, "xdg-config"),
 		}
-		var config string
-		if sp.caddyfile != nil {
+		// The project's Caddyfile reads these; an accounts app configured
+		// by a Caddyfile of its own too.
+		for k, v := range map[string]string{
+			"SITE_ADDRESS":         t.URL,
+			"CADDY_ADMIN":          t.admin,
+			"DOC_SERVICE":          stub.addr,
+			"DATABASE_URL":         dbURL,
+			"JWT_PRIVATE_KEY_FILE": keyFile,
+			"JWT_ISSUER":           accounts.DefaultIssuer,
+			"TOKEN_LIFETIME":       "8h",
+			"SETTINGS_DIR":         filepath.Join(tmp, "settings"),
+			"FRONTEND_DIR":         filepath.Join(tmp, "frontend"),
+		} {
+			env[k] = v
+		}
+		config := string(src)
+		switch {
+		case sp.caddyfile != nil:
 			config = sp.caddyfile(t.URL, t.admin)
-		} else {
-			config = string(src)
-			if sp.edit != nil {
-				if config, err = sp.edit(config); err != nil {
-					return fmt.Errorf("%s: %w", sp.name, err)
-				}
-			}
-			for k, v := range map[string]string{
-				"SITE_ADDRESS":         t.URL,
-				"CADDY_ADMIN":          t.admin,
-				"DOC_SERVICE":          stub.addr,
-				"DATABASE_URL":         dbURL,
-				"JWT_PRIVATE_KEY_FILE": keyFile,
-				"JWT_ISSUER":           accounts.DefaultIssuer,
-				"TOKEN_LIFETIME":       "8h",
-				"SETTINGS_DIR":         filepath.Join(tmp, "settings"),
-				"FRONTEND_DIR":         filepath.Join(tmp, "frontend"),
-			} {
-				env[k] = v
+		case sp.edit != nil:
+			if config, err = sp.edit(config); err != nil {
+				return fmt.Errorf("%s: %w", sp.name, err)
 			}
 		}
 		file := filepath.Join(tmp, "Caddyfile."+t.Key)
@@ -416,18 +420,30 @@ func run(ctx context.Context, o options) error {
 	baseline, gateway := targets[0], targets[1]
 	say("plain caddy on %s, the gateway on %s, the document stub on %s", baseline.URL, gateway.URL, stub.addr)
 	for _, t := range targets {
-		ready := t.URL + docPath
-		if t.Key != "baseline" {
-			ready = t.URL + "/api/health"
+		// Up means: plain caddy proxies, the project's Caddyfile answers
+		// its health check, and the token check alone refuses a request
+		// without a token.
+		ready, status := t.URL+"/api/health", http.StatusOK
+		switch t.Key {
+		case "baseline":
+			ready = t.URL + docPath
+		case "gateway_authonly":
+			ready, status = t.URL+docPath, http.StatusUnauthorized
 		}
-		if err := waitReady(ctx, t, ready); err != nil {
+		if err := waitReady(ctx, t, ready, status); err != nil {
 			return err
 		}
 	}
 
 	// Does the gateway do its job? Then every token is verified once, so
 	// that no measured request pays a first RSA verification.
-	if err := preflight(ctx, baseline, gateway, stub, users[0], tokens[0]); err != nil {
+	var withAuth []*target
+	for _, t := range targets {
+		if t.auth {
+			withAuth = append(withAuth, t)
+		}
+	}
+	if err := preflight(ctx, baseline, withAuth, stub, users[0], tokens[0]); err != nil {
 		return err
 	}
 	for _, t := range targets {

@@ -234,8 +234,8 @@ func stopCaddy(t *target) {
 	t.log.Close()
 }
 
-// waitReady polls url until it answers 200, for at most a minute.
-func waitReady(ctx context.Context, t *target, url string) error {
+// waitReady polls url until it answers status, for at most a minute.
+func waitReady(ctx context.Context, t *target, url string, status int) error {
 	deadline := time.Now().Add(time.Minute)
 	client := &http.Client{Timeout: 2 * time.Second}
 	var last string
@@ -247,7 +247,7 @@ func waitReady(ctx context.Context, t *target, url string) error {
 		if err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == status {
 				return nil
 			}
 			last = resp.Status
@@ -281,9 +281,10 @@ func tail(path string) string {
 }
 
 // preflight checks that the targets do what is measured: plain caddy
-// proxies, the gateway refuses a request without a token, and with one it
-// replaces a forged X-User-Id by the token's user.
-func preflight(ctx context.Context, baseline, gateway *target, s *stub, u accounts.User, token string) error {
+// proxies, and every target with the token check refuses a request
+// without a token, and with one replaces a forged X-User-Id by the
+// token's user.
+func preflight(ctx context.Context, baseline *target, gateways []*target, s *stub, u accounts.User, token string) error {
 	client := &http.Client{Timeout: 5 * time.Second}
 	get := func(url string, header map[string]string) (int, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -304,15 +305,17 @@ func preflight(ctx context.Context, baseline, gateway *target, s *stub, u accoun
 	if code, err := get(baseline.URL+docPath, nil); err != nil || code != http.StatusOK {
 		return fmt.Errorf("preflight: plain caddy answered %d, %v", code, err)
 	}
-	if code, err := get(gateway.URL+docPath, nil); err != nil || code != http.StatusUnauthorized {
-		return fmt.Errorf("preflight: the gateway answered %d, %v to a request without a token; want 401", code, err)
-	}
-	code, err := get(gateway.URL+docPath, map[string]string{"Authorization": "Bearer " + token, "X-User-Id": "forged"})
-	if err != nil || code != http.StatusOK {
-		return fmt.Errorf("preflight: the gateway answered %d, %v with a valid token; want 200 (see %s)", code, err, gateway.log.Name())
-	}
-	if got := s.lastUser.Load().(string); got != u.ID {
-		return fmt.Errorf("preflight: the document service saw X-User-Id %q, want %q", got, u.ID)
+	for _, g := range gateways {
+		if code, err := get(g.URL+docPath, nil); err != nil || code != http.StatusUnauthorized {
+			return fmt.Errorf("preflight: %s answered %d, %v to a request without a token; want 401", g.Name, code, err)
+		}
+		code, err := get(g.URL+docPath, map[string]string{"Authorization": "Bearer " + token, "X-User-Id": "forged"})
+		if err != nil || code != http.StatusOK {
+			return fmt.Errorf("preflight: %s answered %d, %v with a valid token; want 200 (see %s)", g.Name, code, err, g.log.Name())
+		}
+		if got := s.lastUser.Load().(string); got != u.ID {
+			return fmt.Errorf("preflight: behind %s the document service saw X-User-Id %q, want %q", g.Name, got, u.ID)
+		}
 	}
 	return nil
 }
