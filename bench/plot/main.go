@@ -129,21 +129,21 @@ func draw(r *results) *image.RGBA {
 		verdict, col := "ok", green
 		switch {
 		case byMedian != byRound:
-			verdict, col = "UNCLEAR (the rounds disagree)", red
+			verdict, col = "UNCLEAR (estimates disagree)", red
 		case !byMedian:
 			verdict, col = "MISSED", red
 		}
 		c.textCentered(width/2, y, 2, col, text+": "+verdict)
 	}
 	g := r.Ratios
-	goalLine(74, fmt.Sprintf("gateway / plain caddy, throughput: x%.3f of the median, x%.3f per round (goal >= %.2f)",
+	goalLine(74, fmt.Sprintf("gateway / plain caddy throughput: x%.3f medians, x%.3f per round (goal >= %.2f)",
 		g.Throughput, g.PairedThroughput, r.Goal.ThroughputMin),
 		g.Throughput >= r.Goal.ThroughputMin, g.PairedThroughput >= r.Goal.ThroughputMin)
 	p99, pairedP99, at := g.P99DiffMS, g.PairedP99DiffMS, "at full load"
 	if paced {
 		p99, pairedP99, at = g.PacedP99DiffMS, g.PacedPairedP99, "at equal load"
 	}
-	goalLine(96, fmt.Sprintf("p99 %s: %+.2f ms of the median, %+.2f ms per round (goal <= +%.1f ms)", at, p99, pairedP99, r.Goal.P99MaxDiffMS),
+	goalLine(96, fmt.Sprintf("p99 %s: %+.2f ms medians, %+.2f ms per round (goal <= +%.1f ms)", at, p99, pairedP99, r.Goal.P99MaxDiffMS),
 		p99 <= r.Goal.P99MaxDiffMS, pairedP99 <= r.Goal.P99MaxDiffMS)
 
 	// Legend, one row under the subtitle.
