@@ -2,12 +2,15 @@ package caddymodule
 
 import (
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	// The standard modules the project's Caddyfile uses.
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
@@ -124,5 +127,46 @@ func TestProjectCaddyfileAdapts(t *testing.T) {
 	// The upload limit must run between the two.
 	if i := strings.Index(js, `"handler":"accounts_upload_limit"`); i < strings.Index(js, `"handler":"accounts_auth"`) || i > strings.Index(js, `"handler":"reverse_proxy"`) {
 		t.Error("accounts_upload_limit is not between accounts_auth and reverse_proxy")
+	}
+}
+
+// TestStripIdentityDirective: accounts_strip_identity takes no arguments,
+// runs before every other handler wherever it is written, and removes
+// every spelling of X-User-Id before calling the next handler.
+func TestStripIdentityDirective(t *testing.T) {
+	for _, bad := range []string{"accounts_strip_identity x", "accounts_strip_identity {\n all\n}"} {
+		if _, err := parseStripIdentity(httpcaddyfile.Helper{Dispenser: caddyfile.NewTestDispenser(bad)}); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+
+	src := ":8080 {\n\trequest_header -X-Other\n\treverse_proxy 127.0.0.1:9\n\taccounts_auth\n\taccounts_strip_identity\n}\n"
+	out, _, err := caddyfile.Adapter{ServerType: httpcaddyfile.ServerType{}}.Adapt([]byte(src), map[string]any{"filename": "Caddyfile"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := string(out)
+	strip := strings.Index(js, `"handler":"accounts_strip_identity"`)
+	for _, later := range []string{`"handler":"headers"`, `"handler":"accounts_auth"`, `"handler":"reverse_proxy"`} {
+		if i := strings.Index(js, later); strip < 0 || i < strip {
+			t.Errorf("accounts_strip_identity (at %d) does not come before %s (at %d) in %s", strip, later, i, js)
+		}
+	}
+
+	r := httptest.NewRequest("GET", "/api/documents/x", nil)
+	for _, name := range []string{"X-User-Id", "x-user-id", "X_User_Id", "X-User_Id", "x_USER-id"} {
+		r.Header[name] = []string{"forged"}
+	}
+	r.Header.Set("X-User-Ids", "kept")
+	called := false
+	next := caddyhttp.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) error {
+		called = true
+		if len(r.Header) != 1 || r.Header.Get("X-User-Ids") != "kept" {
+			t.Errorf("headers after the strip: %v, want only X-User-Ids", r.Header)
+		}
+		return nil
+	})
+	if err := (StripIdentityHandler{}).ServeHTTP(httptest.NewRecorder(), r, next); err != nil || !called {
+		t.Errorf("ServeHTTP: %v, next called %v", err, called)
 	}
 }

@@ -516,6 +516,22 @@ func TestMeBadToken(t *testing.T) {
 	}
 }
 
+// expectTokenRefused waits for a change made in the database to reach the
+// gateway (by a database notification), then checks that the API and the
+// document route both refuse token with the same 401.
+func expectTokenRefused(t *testing.T, c *Client, token, whose string) {
+	t.Helper()
+	eventually(t, 5*time.Second, func() string {
+		r := c.Get("/api/users/me", token)
+		if r.Status != http.StatusUnauthorized {
+			return fmt.Sprintf("%s token still gets %d %s", whose, r.Status, r.Body)
+		}
+		return ""
+	})
+	expectBearerError(t, c.Get("/api/users/me", token), "Could not validate credentials")
+	expectBearerError(t, c.Get("/api/documents", token), "Could not validate credentials")
+}
+
 func TestMeDeletedUser(t *testing.T) {
 	t.Parallel()
 	g := sharedGateway(t)
@@ -525,16 +541,7 @@ func TestMeDeletedUser(t *testing.T) {
 	if n := g.Exec(t, "DELETE FROM users WHERE id = $1", u.ID); n != 1 {
 		t.Fatalf("deleted %d rows", n)
 	}
-	// The change reaches the gateway by a database notification.
-	eventually(t, 5*time.Second, func() string {
-		r := c.Get("/api/users/me", token)
-		if r.Status != http.StatusUnauthorized {
-			return fmt.Sprintf("a deleted user's token still gets %d %s", r.Status, r.Body)
-		}
-		return ""
-	})
-	expectBearerError(t, c.Get("/api/users/me", token), "Could not validate credentials")
-	expectBearerError(t, c.Get("/api/documents", token), "Could not validate credentials")
+	expectTokenRefused(t, c, token, "a deleted user's")
 }
 
 func TestMeDeactivatedUser(t *testing.T) {
@@ -546,15 +553,7 @@ func TestMeDeactivatedUser(t *testing.T) {
 	if n := g.Exec(t, "UPDATE users SET is_active = false WHERE id = $1", u.ID); n != 1 {
 		t.Fatalf("deactivated %d rows", n)
 	}
-	eventually(t, 5*time.Second, func() string {
-		r := c.Get("/api/users/me", token)
-		if r.Status != http.StatusUnauthorized {
-			return fmt.Sprintf("a deactivated user's token still gets %d %s", r.Status, r.Body)
-		}
-		return ""
-	})
-	expectBearerError(t, c.Get("/api/users/me", token), "Could not validate credentials")
-	expectBearerError(t, c.Get("/api/documents", token), "Could not validate credentials")
+	expectTokenRefused(t, c, token, "a deactivated user's")
 
 	// Reactivated, the same token works again.
 	g.Exec(t, "UPDATE users SET is_active = true WHERE id = $1", u.ID)
