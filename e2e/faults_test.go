@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -221,6 +222,9 @@ func (l *faultLoad) record(r *faultResult) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	key := r.Op + " error"
+	if errors.Is(r.Err, syscall.ECONNRESET) {
+		key = r.Op + " reset"
+	}
 	if r.Err == nil {
 		key = r.Op + " " + strconv.Itoa(r.Resp.Status)
 	}
@@ -547,7 +551,8 @@ func TestFaultDatabaseOutage(t *testing.T) {
 // (b) Reloads under load
 
 // TestFaultReloadUnderLoad reloads the config five times while clients
-// keep using the gateway: no request fails, every reload really swaps
+// keep using the gateway: no request the gateway received fails (see
+// kernelMigratesConnections for those it never saw), every reload really swaps
 // the accounts app (a new token lifetime shows in the next login), and
 // afterwards the gateway holds no more database connections and
 // goroutines than before. Reloads alternate between `caddy reload` with
@@ -563,8 +568,22 @@ func TestFaultReloadUnderLoad(t *testing.T) {
 	dbName := faultDBName(t, g.DatabaseURL)
 	maxConns := max(4, runtime.NumCPU()) // pgxpool's default pool size
 
+	// Caddy opens a reloaded config's listener beside the old one
+	// (SO_REUSEPORT) and then closes the old one. Unless the kernel hands
+	// the old listener's queued connections to the new one
+	// (net.ipv4.tcp_migrate_req=1), it resets them: a connection being
+	// opened at that instant fails with ECONNRESET before the gateway has
+	// seen it. That is excused here, counted, and bounded: each reload can
+	// catch at most one connection per load goroutine.
+	const reloads, loadGoroutines = 1 + 5, 2 + 2 + 1
+	excuseResets := !kernelMigratesConnections()
+	var resets atomic.Int32
 	load := newFaultLoad(g.URL, func(r *faultResult) string {
 		if r.Err != nil {
+			if excuseResets && errors.Is(r.Err, syscall.ECONNRESET) {
+				resets.Add(1)
+				return ""
+			}
 			return "transport error"
 		}
 		if r.Resp.Status != okStatus[r.Op] {
@@ -639,6 +658,12 @@ func TestFaultReloadUnderLoad(t *testing.T) {
 	check.close()
 	t.Logf("load during 5 reloads: %s", load.report())
 	load.expectNoBadAnswers(t)
+	if n := resets.Load(); n > 0 {
+		t.Logf("%d connections reset by the kernel as a listener closed (net.ipv4.tcp_migrate_req is not 1)", n)
+		if n > reloads*loadGoroutines {
+			t.Errorf("%d connections reset during %d reloads of %d load goroutines: more than one per goroutine and reload", n, reloads, loadGoroutines)
+		}
+	}
 	if t.Failed() { // the gateway's account of the failures
 		for _, line := range strings.Split(g.Logs(), "\n") {
 			if strings.Contains(line, "request failed") || strings.Contains(line, "\"error\"") {
@@ -674,6 +699,14 @@ func TestFaultReloadUnderLoad(t *testing.T) {
 	t.Logf("goroutines before %v, after %v; database connections before %v, after %v",
 		goroutinesBefore, goroutinesAfter, connsBefore, connsAfter)
 	expectNoPanic(t, g)
+}
+
+// kernelMigratesConnections reports whether Linux hands a closing
+// SO_REUSEPORT listener's queued connections to another listener of the
+// port instead of resetting them (net.ipv4.tcp_migrate_req, Linux 5.14).
+func kernelMigratesConnections() bool {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_migrate_req")
+	return err == nil && strings.TrimSpace(string(b)) == "1"
 }
 
 // faultDBName returns the database name of a PostgreSQL URL.
