@@ -124,10 +124,26 @@ func (h *AuthHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next cad
 	}
 	r.Header[accounts.UserIDHeader] = []string{p.User.ID} // canonical already
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	repl.Set("http.auth.user.id", p.User.ID)
-	repl.Set("http.auth.user.email", p.User.Email)
-	repl.Set("http.auth.user.role", p.User.Role)
+	repl.Map(userPlaceholders(p.User))
 	return next.ServeHTTP(w, r)
+}
+
+// userPlaceholders answers {http.auth.user.id}, {http.auth.user.email}
+// and {http.auth.user.role} (Caddy's names, also read by its access log)
+// only when one is asked for: three repl.Set calls would box three
+// strings on every request.
+func userPlaceholders(u *accounts.User) caddy.ReplacerFunc {
+	return func(key string) (any, bool) {
+		switch key {
+		case "http.auth.user.id":
+			return u.ID, true
+		case "http.auth.user.email":
+			return u.Email, true
+		case "http.auth.user.role":
+			return u.Role, true
+		}
+		return nil, false
+	}
 }
 
 // authenticate checks the request's token and the user's role. The

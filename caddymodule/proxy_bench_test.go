@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -37,7 +38,9 @@ const proxyBenchUsers = 256
 //   - plain: `http://127.0.0.1:P { reverse_proxy STUB }`;
 //   - gateway: ../Caddyfile as shipped (X-User-Id stripping, the
 //     documents route, accounts_auth with RS256 tokens of many users,
-//     accounts_upload_limit), only with rate limits off.
+//     accounts_upload_limit), only with rate limits off;
+//     PROXY_BENCH_CADDYFILE names another file of the same shape to
+//     weigh a variant of it.
 //
 // Client, stub and server share the process, so ns/op is the whole
 // round trip; what matters is the difference between the two, above all
@@ -64,7 +67,7 @@ func BenchmarkProxy(b *testing.B) {
 
 	plainAddr, gatewayAddr := freeAddr(b), freeAddr(b)
 	plain := loadCaddyfile(b, fmt.Sprintf("{\n\tadmin off\n}\nhttp://%s {\n\treverse_proxy %s\n}\n", plainAddr, stubAddr), nil)
-	projectFile, err := os.ReadFile("../Caddyfile")
+	projectFile, err := os.ReadFile(cmp.Or(os.Getenv("PROXY_BENCH_CADDYFILE"), "../Caddyfile"))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -113,6 +115,34 @@ func TestDocumentsReplaceClientUserID(t *testing.T) {
 	}
 	if got := g.Doc.ForUser(victim.ID); len(got) != 0 {
 		t.Errorf("the service got %d requests in the name of the spoofed user", len(got))
+	}
+}
+
+// TestDocumentsUserPlaceholders: accounts_auth fills Caddy's
+// {http.auth.user.*} placeholders, which later handlers of the route can
+// use (here a header_up added to the project's documents proxy).
+func TestDocumentsUserPlaceholders(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile(filepath.Join(repoRoot, "Caddyfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const proxy = "reverse_proxy {$DOC_SERVICE:doc-service:8001} {\n"
+	if strings.Count(string(raw), proxy) != 1 {
+		t.Fatalf("the project's Caddyfile has no single %q", proxy)
+	}
+	text := strings.Replace(string(raw), proxy, proxy+"\t\t\theader_up X-Auth-User \"{http.auth.user.id} {http.auth.user.email} {http.auth.user.role}\"\n", 1)
+	caddyfile := filepath.Join(t.TempDir(), "Caddyfile")
+	if err := os.WriteFile(caddyfile, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	g := startGateway(t, GatewayOptions{Caddyfile: caddyfile})
+	c := g.Client(t)
+	u, _, token := c.NewUser()
+	expectStatus(t, c.Get("/api/documents/placeholders", token), http.StatusOK)
+	rec := oneRequest(t, g.Doc, "placeholders", func(r StubRequest) bool { return r.RequestURI == "/api/documents/placeholders" })
+	if got, want := rec.Header.Values("X-Auth-User"), []string{u.ID + " " + u.Email + " user"}; !slices.Equal(got, want) {
+		t.Errorf("X-Auth-User %q, want %q", got, want)
 	}
 }
 
