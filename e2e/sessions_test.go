@@ -100,23 +100,50 @@ type httpsGateway struct {
 
 // startHTTPSGateway starts a gateway with caddyfile (which must carry
 // httpsGlobal) on https://127.0.0.1:PORT, and waits until /api/health
-// answers 200 over TLS verified with the gateway's own CA root.
+// answers 200 over TLS verified with the gateway's own CA root. As in
+// launchGateway, a port taken between freePort and Caddy's bind means
+// starting over on another one.
 func startHTTPSGateway(t *testing.T, caddyfile string) *httpsGateway {
 	t.Helper()
-	port, err := freePort()
-	if err != nil {
-		t.Fatal(err)
+	doc := NewDocStub()
+	t.Cleanup(doc.Close)
+	opts := GatewayOptions{DatabaseURL: newDatabase(t), DocService: doc.Addr(), Caddyfile: caddyfile, NoWait: true}
+	for attempt := 1; ; attempt++ {
+		port, err := freePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := "https://127.0.0.1:" + strconv.Itoa(port)
+		opts.Port, opts.Env = port, map[string]string{"SITE_ADDRESS": base}
+		g, err := launchGateway(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.Doc = doc
+		hg := &httpsGateway{Gateway: g, Base: base}
+		if err := hg.waitTLSHealthy(); err != nil {
+			_ = g.Stop()
+			if attempt < 3 && strings.Contains(g.Logs(), "address already in use") {
+				continue
+			}
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := g.Stop(); err != nil {
+				t.Errorf("stopping the gateway: %v\n--- gateway output (tail):\n%s", err, g.LogTail(4000))
+			}
+		})
+		return hg
 	}
-	base := "https://127.0.0.1:" + strconv.Itoa(port)
-	g := startGateway(t, GatewayOptions{
-		Port: port, Caddyfile: caddyfile, NoWait: true,
-		Env: map[string]string{"SITE_ADDRESS": base},
-	})
-	hg := &httpsGateway{Gateway: g, Base: base}
+}
+
+// waitTLSHealthy waits until /api/health answers 200 over TLS verified
+// with the gateway's CA root, which Caddy makes at start; it sets Roots.
+func (hg *httpsGateway) waitTLSHealthy() error {
 	// XDG_DATA_HOME is Dir/data: Caddy keeps its storage in Dir/data/caddy.
-	rootFile := filepath.Join(g.Dir, "data", "caddy", "pki", "authorities", "local", "root.crt")
+	rootFile := filepath.Join(hg.Dir, "data", "caddy", "pki", "authorities", "local", "root.crt")
 	var hc *http.Client
-	err = g.waitHealthy(startTimeout, base, func() (*http.Client, string) {
+	return hg.waitHealthy(startTimeout, hg.Base, func() (*http.Client, string) {
 		if hc == nil {
 			pemBytes, err := os.ReadFile(rootFile)
 			if err != nil {
@@ -133,10 +160,6 @@ func startHTTPSGateway(t *testing.T, caddyfile string) *httpsGateway {
 		}
 		return hc, ""
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return hg
 }
 
 // Plain returns a client of the gateway's HTTPS site without cookies or
