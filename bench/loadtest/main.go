@@ -32,6 +32,12 @@
 // reverse_proxy, nothing else), and the project's Caddyfile without its
 // accounts_auth and accounts_upload_limit lines.
 //
+// With -external NAME=URL, servers the benchmark does not start (the
+// FastAPI + nginx stack the gateway replaces, say) are measured in the
+// same rounds. Each gets its own users, registered and logged in through
+// its API (POST /api/auth/register, POST /api/auth/login), and must answer
+// GET /api/documents/x with 401 without a token and 200 with one.
+//
 // It is run by bench/load, which builds the binary and installs wrk; see
 // bench/README.md. Every setting is a flag whose default comes from the
 // environment (ROUNDS, DURATION, ...).
@@ -92,6 +98,16 @@ type options struct {
 	quietWait   time.Duration
 	quietMax    float64
 	retries     int
+	// external: servers started by someone else, measured beside ours.
+	external      []externalSpec
+	externalUsers int
+}
+
+// externalSpec is a server under test that the benchmark does not start:
+// its name, base URL and, when known, its processes (for CPU and RSS).
+type externalSpec struct {
+	name, url string
+	pids      []int
 }
 
 func envOr(name, def string) string {
@@ -162,8 +178,43 @@ func parseFlags() options {
 	flag.DurationVar(&o.quietWait, "quiet-wait", envDuration("QUIET_WAIT", 2*time.Minute), "before each run, wait up to this long for the machine to be idle; 0 does not wait (env QUIET_WAIT)")
 	flag.Float64Var(&o.quietMax, "quiet-max", float64(envInt("QUIET_MAX", 10)), "CPU taken by other processes, in % of the machine, above which it is busy and a run is repeated (env QUIET_MAX)")
 	flag.IntVar(&o.retries, "retries", envInt("RETRIES", 2), "how often a run disturbed by other processes is repeated (env RETRIES)")
+	flag.Func("external", "another server to measure beside them, NAME=URL (repeatable; env EXTERNAL, space-separated); it must serve API.md: register, login, and GET "+docPath+" behind a token", func(v string) error {
+		name, url, ok := strings.Cut(v, "=")
+		if !ok || name == "" || !strings.HasPrefix(url, "http") {
+			return fmt.Errorf("%q: want NAME=http://HOST:PORT", v)
+		}
+		o.external = append(o.external, externalSpec{name: name, url: strings.TrimSuffix(url, "/")})
+		return nil
+	})
+	var pidSpecs []string
+	flag.Func("external-pids", "NAME=PID,PID...: the processes of an external target, whose CPU time and peak RSS are then measured (repeatable; env EXTERNAL_PIDS, space-separated); without them its CPU counts as other processes'", func(v string) error {
+		pidSpecs = append(pidSpecs, v)
+		return nil
+	})
+	flag.IntVar(&o.externalUsers, "external-users", envInt("EXTERNAL_USERS", 100), "users registered on each external target, one token each (env EXTERNAL_USERS)")
+	for _, env := range []string{"EXTERNAL", "EXTERNAL_PIDS"} {
+		for _, v := range strings.Fields(os.Getenv(env)) {
+			if err := flag.Set(strings.ToLower(strings.ReplaceAll(env, "_", "-")), v); err != nil {
+				fatalf("%s: %v", env, err)
+			}
+		}
+	}
 	flag.Parse()
-	if o.rounds < 1 || o.connections < 1 || o.threads < 1 || o.users < 1 || o.retries < 0 {
+	for _, v := range pidSpecs {
+		name, list, _ := strings.Cut(v, "=")
+		i := slices.IndexFunc(o.external, func(e externalSpec) bool { return e.name == name })
+		if i < 0 {
+			fatalf("external-pids %q: no external target named %q", v, name)
+		}
+		for f := range strings.SplitSeq(list, ",") {
+			pid, err := strconv.Atoi(f)
+			if err != nil || pid <= 0 {
+				fatalf("external-pids %q: want NAME=PID,PID...", v)
+			}
+			o.external[i].pids = append(o.external[i].pids, pid)
+		}
+	}
+	if o.rounds < 1 || o.connections < 1 || o.threads < 1 || o.users < 1 || o.externalUsers < 1 || o.retries < 0 {
 		fatalf("rounds, connections, threads and users must be at least 1, retries at least 0")
 	}
 	if o.connections < o.threads {
@@ -207,11 +258,27 @@ type target struct {
 	Name string `json:"name"`
 	URL  string `json:"url"`
 	// auth: requests need a token (the gateway and its variants with
-	// accounts_auth).
-	auth  bool
+	// accounts_auth, and the external targets).
+	auth bool
+	// external: started by someone else (-external); no admin endpoint,
+	// log or process of ours.
+	external bool
+	// tokens is the file of the tokens wrk sends, one a line.
+	tokens string
+	// pids are the server's processes: the Caddy we started, or those
+	// given with -external-pids.
+	pids  []int
 	admin string
 	proc  *exec.Cmd
 	log   *os.File
+}
+
+// logHint points at the target's log, if it has one.
+func (t *target) logHint() string {
+	if t.log == nil {
+		return "its own logs"
+	}
+	return t.log.Name()
 }
 
 // results is what results.json holds.
@@ -415,11 +482,33 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 		defer stopCaddy(t)
+		t.pids, t.tokens = []int{t.proc.Process.Pid}, tokenFile
 		targets = append(targets, t)
 	}
 	baseline, gateway := targets[0], targets[1]
 	say("plain caddy on %s, the gateway on %s, the document stub on %s", baseline.URL, gateway.URL, stub.addr)
-	for _, t := range targets {
+	ownTargets := slices.Clone(targets)
+	for i, e := range o.external {
+		t := &target{Key: fmt.Sprintf("external%d", i+1), Name: e.name, URL: e.url, auth: true, external: true, pids: e.pids}
+		say("%s: registering %d users at %s and logging them in", t.Name, o.externalUsers, t.URL)
+		extTokens, err := externalTokens(ctx, t, o.externalUsers)
+		if err != nil {
+			return err
+		}
+		t.tokens = filepath.Join(tmp, "tokens."+t.Key+".txt")
+		if err := os.WriteFile(t.tokens, []byte(strings.Join(extTokens, "\n")+"\n"), 0o600); err != nil {
+			return err
+		}
+		if err := preflightExternal(ctx, t, extTokens[0]); err != nil {
+			return err
+		}
+		say("priming %s with all %d of its tokens", t.Name, len(extTokens))
+		if err := prime(ctx, t, extTokens); err != nil {
+			return err
+		}
+		targets = append(targets, t)
+	}
+	for _, t := range ownTargets {
 		// Up means: plain caddy proxies, the project's Caddyfile answers
 		// its health check, and the token check alone refuses a request
 		// without a token.
@@ -438,7 +527,7 @@ func run(ctx context.Context, o options) error {
 	// Does the gateway do its job? Then every token is verified once, so
 	// that no measured request pays a first RSA verification.
 	var withAuth []*target
-	for _, t := range targets {
+	for _, t := range ownTargets {
 		if t.auth {
 			withAuth = append(withAuth, t)
 		}
@@ -446,7 +535,7 @@ func run(ctx context.Context, o options) error {
 	if err := preflight(ctx, baseline, withAuth, stub, users[0], tokens[0]); err != nil {
 		return err
 	}
-	for _, t := range targets {
+	for _, t := range ownTargets {
 		if t.auth {
 			say("priming %s with all %d tokens", t.Name, len(tokens))
 			if err := prime(ctx, t, tokens); err != nil {
@@ -460,7 +549,7 @@ func run(ctx context.Context, o options) error {
 		return []string{
 			"-t", strconv.Itoa(o.threads), "-c", strconv.Itoa(o.connections),
 			"-d", fmt.Sprintf("%ds", int(d.Round(time.Second)/time.Second)),
-			"--latency", "-s", lua, t.URL, "--", tokenFile, docPath,
+			"--latency", "-s", lua, t.URL, "--", t.tokens, docPath,
 		}
 	}
 	for _, t := range targets {
@@ -470,7 +559,7 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 		if res.Non2xx > 0 || res.SocketErrs > 0 {
-			return fmt.Errorf("warm-up of %s: %d non-2xx responses, %d socket errors (see %s)", t.Name, res.Non2xx, res.SocketErrs, t.log.Name())
+			return fmt.Errorf("warm-up of %s: %d non-2xx responses, %d socket errors (see %s)", t.Name, res.Non2xx, res.SocketErrs, t.logHint())
 		}
 	}
 
@@ -506,7 +595,7 @@ func run(ctx context.Context, o options) error {
 			return []string{
 				"-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns),
 				"-d", fmt.Sprintf("%ds", int(o.duration.Round(time.Second)/time.Second)),
-				"--latency", "-s", lua, t.URL, "--", tokenFile, docPath,
+				"--latency", "-s", lua, t.URL, "--", t.tokens, docPath,
 			}
 		}
 		var d int
@@ -570,7 +659,7 @@ func run(ctx context.Context, o options) error {
 
 	if o.profile {
 		out.Profiles = map[string]string{}
-		for _, t := range targets {
+		for _, t := range ownTargets {
 			path, err := m.profile(ctx, t, wrkRun{args: wrkArgs(t, o.duration)})
 			if err != nil {
 				return err

@@ -46,8 +46,11 @@ type wrkResult struct {
 
 // summary is one target's results over the rounds.
 type summary struct {
-	Key        string      `json:"key"`
-	Name       string      `json:"name"`
+	Key  string `json:"key"`
+	Name string `json:"name"`
+	// External: a server the benchmark did not start (-external), with
+	// an upstream of its own, not the stub.
+	External   bool        `json:"external,omitempty"`
 	Rounds     []wrkResult `json:"rounds"`
 	MedianRPS  float64     `json:"median_rps"`
 	MinRPS     float64     `json:"min_rps"`
@@ -154,11 +157,14 @@ type meter struct {
 }
 
 // ownTicks is the CPU time of the benchmark's own processes except wrk:
-// every Caddy, this process (the stub) and PostgreSQL.
+// every Caddy (and the known processes of external targets), this
+// process (the stub) and PostgreSQL.
 func (m *meter) ownTicks() (servers map[string]int64, self, db int64) {
 	servers = map[string]int64{}
 	for _, t := range m.targets {
-		servers[t.Key] = cpuTicks(t.proc.Process.Pid)
+		for _, pid := range t.pids {
+			servers[t.Key] += cpuTicks(pid)
+		}
 	}
 	return servers, cpuTicks(os.Getpid()), treeTicks(m.postmaster)
 }
@@ -406,6 +412,16 @@ func parseWrkDuration(s string) (float64, error) {
 	return 0, fmt.Errorf("wrk duration %q: unknown unit", s)
 }
 
+// peakRSS is the sum of the peak resident set sizes of t's processes, in
+// KiB (0: none known).
+func (t *target) peakRSS() int64 {
+	var sum int64
+	for _, pid := range t.pids {
+		sum += peakRSS(pid)
+	}
+	return sum
+}
+
 // peakRSS reads the peak resident set size (VmHWM) of a process in KiB.
 func peakRSS(pid int) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -446,7 +462,7 @@ func summarize(t *target, rs, paced []wrkResult) summary {
 	col := func(f func(wrkResult) float64) []float64 { return column(rs, f) }
 	rps := col(func(r wrkResult) float64 { return r.RPS })
 	s := summary{
-		Key: t.Key, Name: t.Name, Rounds: rs,
+		Key: t.Key, Name: t.Name, External: t.external, Rounds: rs,
 		MedianRPS: median(rps),
 		MinRPS:    slices.Min(rps),
 		MaxRPS:    slices.Max(rps),
@@ -460,7 +476,7 @@ func summarize(t *target, rs, paced []wrkResult) summary {
 			return r.ServerCPUUS / r.StubCPUUS
 		})),
 		MaxOther:   slices.Max(col(func(r wrkResult) float64 { return r.OtherCPUPct })),
-		PeakRSSKiB: peakRSS(t.proc.Process.Pid),
+		PeakRSSKiB: t.peakRSS(),
 	}
 	if len(paced) > 0 {
 		s.Paced = paced
@@ -590,7 +606,11 @@ func printTable(w io.Writer, r *results) {
 	fmt.Fprintf(w, "\n%d rounds × %s, wrk -t%v -c%v, %v users, %v-bit RS256, %s CPUs (%s)\n\n",
 		r.Config["rounds"], r.Config["duration"], r.Config["threads"], r.Config["connections"],
 		r.Config["users"], r.Config["key_bits"], r.Machine["cpus"], r.Machine["cpu"])
-	fmt.Fprintf(w, "%-12s %9s %13s %7s %7s %8s %9s %7s %7s %19s %7s %6s\n",
+	width := 12
+	for _, t := range r.Targets {
+		width = max(width, len(t.Name))
+	}
+	fmt.Fprintf(w, "%-*s %9s %13s %7s %7s %8s %9s %7s %7s %19s %7s %6s\n", width,
 		"target", "req/s", "(min–max)", "p50 ms", "p99 ms", "CPU µs", "peak RSS",
 		"× req/s", "Δp99", "paired × (min–max)", "× CPU", "other")
 	for _, t := range r.Targets {
@@ -600,16 +620,24 @@ func printTable(w io.Writer, r *results) {
 			diff = fmt.Sprintf("%+.2f", v.P99DiffMS)
 			paired = fmt.Sprintf("×%.3f (%.2f–%.2f)", v.PairedThroughput, v.PairedThroughputMin, v.PairedThroughputMax)
 			cpu = fmt.Sprintf("×%.2f", v.NormServerCPU)
+			if t.External { // its upstream is not the stub
+				cpu = fmt.Sprintf("×%.2f", v.ServerCPU)
+			}
 		}
-		fmt.Fprintf(w, "%-12s %9.0f %6.0f–%-6.0f %7.2f %7.2f %8.1f %5.0f MiB %7s %7s %19s %7s %5.0f%%\n",
-			t.Name, t.MedianRPS, t.MinRPS, t.MaxRPS, t.MedianP50, t.MedianP99, t.MedianCPU,
-			float64(t.PeakRSSKiB)/1024, ratio, diff, paired, cpu, t.MaxOther)
+		// An external target without -external-pids: CPU and RSS unknown.
+		cpuUS, rss := fmt.Sprintf("%.1f", t.MedianCPU), fmt.Sprintf("%.0f MiB", float64(t.PeakRSSKiB)/1024)
+		if t.PeakRSSKiB == 0 {
+			cpuUS, rss, cpu = "—", "—", ""
+		}
+		fmt.Fprintf(w, "%-*s %9.0f %6.0f–%-6.0f %7.2f %7.2f %8s %9s %7s %7s %19s %7s %5.0f%%\n", width,
+			t.Name, t.MedianRPS, t.MinRPS, t.MaxRPS, t.MedianP50, t.MedianP99, cpuUS,
+			rss, ratio, diff, paired, cpu, t.MaxOther)
 	}
 	paced := len(r.Targets[0].Paced) > 0
 	if paced {
 		fmt.Fprintf(w, "\nat equal load, all targets at once: %v connections each, every one pausing %v ms after each answer (%.0f%% of plain caddy's throughput in all)\n\n",
 			r.Config["paced_connections"], r.Config["paced_delay_ms"], r.Config["paced_load"].(float64)*100)
-		fmt.Fprintf(w, "%-12s %9s %7s %7s %8s %7s %7s %22s %7s\n",
+		fmt.Fprintf(w, "%-*s %9s %7s %7s %8s %7s %7s %22s %7s\n", width,
 			"target", "req/s", "p50 ms", "p99 ms", "CPU µs", "Δp50", "Δp99", "paired Δp99 (min–max)", "× CPU")
 		for _, t := range r.Targets {
 			d50, d99, paired, cpu := "", "", "", ""
@@ -619,8 +647,12 @@ func printTable(w io.Writer, r *results) {
 				paired = fmt.Sprintf("%+.3f (%+.2f–%+.2f)", v.PacedPairedP99DiffMS, v.PacedPairedP99Min, v.PacedPairedP99Max)
 				cpu = fmt.Sprintf("×%.2f", v.PacedServerCPU)
 			}
-			fmt.Fprintf(w, "%-12s %9.0f %7.3f %7.3f %8.1f %7s %7s %22s %7s\n",
-				t.Name, t.PacedMedianRPS, t.PacedMedianP50, t.PacedMedianP99, t.PacedMedianCPU, d50, d99, paired, cpu)
+			cpuUS := fmt.Sprintf("%.1f", t.PacedMedianCPU)
+			if t.PeakRSSKiB == 0 {
+				cpuUS, cpu = "—", ""
+			}
+			fmt.Fprintf(w, "%-*s %9.0f %7.3f %7.3f %8s %7s %7s %22s %7s\n", width,
+				t.Name, t.PacedMedianRPS, t.PacedMedianP50, t.PacedMedianP99, cpuUS, d50, d99, paired, cpu)
 		}
 	}
 	g := r.Ratios

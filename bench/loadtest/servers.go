@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -285,23 +287,7 @@ func tail(path string) string {
 // without a token, and with one replaces a forged X-User-Id by the
 // token's user.
 func preflight(ctx context.Context, baseline *target, gateways []*target, s *stub, u accounts.User, token string) error {
-	client := &http.Client{Timeout: 5 * time.Second}
-	get := func(url string, header map[string]string) (int, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return 0, err
-		}
-		for k, v := range header {
-			req.Header.Set(k, v)
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return 0, err
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode, nil
-	}
+	get := func(url string, header map[string]string) (int, error) { return getStatus(ctx, url, header) }
 	if code, err := get(baseline.URL+docPath, nil); err != nil || code != http.StatusOK {
 		return fmt.Errorf("preflight: plain caddy answered %d, %v", code, err)
 	}
@@ -311,13 +297,130 @@ func preflight(ctx context.Context, baseline *target, gateways []*target, s *stu
 		}
 		code, err := get(g.URL+docPath, map[string]string{"Authorization": "Bearer " + token, "X-User-Id": "forged"})
 		if err != nil || code != http.StatusOK {
-			return fmt.Errorf("preflight: %s answered %d, %v with a valid token; want 200 (see %s)", g.Name, code, err, g.log.Name())
+			return fmt.Errorf("preflight: %s answered %d, %v with a valid token; want 200 (see %s)", g.Name, code, err, g.logHint())
 		}
 		if got := s.lastUser.Load().(string); got != u.ID {
 			return fmt.Errorf("preflight: behind %s the document service saw X-User-Id %q, want %q", g.Name, got, u.ID)
 		}
 	}
 	return nil
+}
+
+// getStatus sends GET url with header and returns the answer's status.
+func getStatus(ctx context.Context, url string, header map[string]string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// preflightExternal checks that an external target guards the path that
+// is measured: 401 without a token, 200 with one of its own.
+func preflightExternal(ctx context.Context, t *target, token string) error {
+	if code, err := getStatus(ctx, t.URL+docPath, nil); err != nil || code != http.StatusUnauthorized {
+		return fmt.Errorf("preflight: %s answered %d, %v to GET %s without a token; want 401", t.Name, code, err, docPath)
+	}
+	if code, err := getStatus(ctx, t.URL+docPath, map[string]string{"Authorization": "Bearer " + token}); err != nil || code != http.StatusOK {
+		return fmt.Errorf("preflight: %s answered %d, %v to GET %s with a token; want 200", t.Name, code, err, docPath)
+	}
+	return nil
+}
+
+// externalPassword is the password of the users registered on external
+// targets: it meets API.md's password policy.
+const externalPassword = "Bench!pass1"
+
+// externalTokens registers n users on an external target and logs each
+// in, through API.md's routes, four at a time, and returns their access
+// tokens. A 429 (a rate limit) is waited out as its Retry-After says, up
+// to ten times a request.
+func externalTokens(ctx context.Context, t *target, n int) ([]string, error) {
+	client := &http.Client{Timeout: 30 * time.Second}
+	run := strconv.FormatInt(time.Now().UnixNano(), 36)
+	post := func(path, contentType, body string, want int) ([]byte, error) {
+		for attempt := 1; ; attempt++ {
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.URL+path, strings.NewReader(body))
+			if err != nil {
+				return nil, err
+			}
+			req.Header.Set("Content-Type", contentType)
+			resp, err := client.Do(req)
+			if err != nil {
+				return nil, err
+			}
+			b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+			resp.Body.Close()
+			if err != nil {
+				return nil, err
+			}
+			if resp.StatusCode == http.StatusTooManyRequests && attempt <= 10 {
+				wait, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+				select {
+				case <-time.After(time.Duration(min(max(wait, 1), 60)) * time.Second):
+					continue
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+			}
+			if resp.StatusCode != want {
+				return nil, fmt.Errorf("POST %s: %d %s; want %d", path, resp.StatusCode, bytes.TrimSpace(b), want)
+			}
+			return b, nil
+		}
+	}
+	tokens := make([]string, n)
+	next := atomic.Int64{}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	for range 4 {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				email := fmt.Sprintf("bench-%s-%d@example.com", run, i)
+				reg, _ := json.Marshal(map[string]string{"email": email, "password": externalPassword})
+				_, err := post("/api/auth/register", "application/json", string(reg), http.StatusCreated)
+				var b []byte
+				if err == nil {
+					form := url.Values{"username": {email}, "password": {externalPassword}}.Encode()
+					b, err = post("/api/auth/login", "application/x-www-form-urlencoded", form, http.StatusOK)
+				}
+				var body struct {
+					AccessToken string `json:"access_token"`
+				}
+				if err == nil {
+					if err = json.Unmarshal(b, &body); err == nil && body.AccessToken == "" {
+						err = fmt.Errorf("login of %s: no access_token in %s", email, b)
+					}
+				}
+				if err != nil {
+					mu.Lock()
+					firstErr = cmp(firstErr, err)
+					mu.Unlock()
+					return
+				}
+				tokens[i] = body.AccessToken
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, fmt.Errorf("%s: %w", t.Name, firstErr)
+	}
+	return tokens, ctx.Err()
 }
 
 // prime sends one request per token to the gateway, so that every token's
