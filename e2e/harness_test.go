@@ -377,13 +377,19 @@ func startGateway(t testing.TB, opts GatewayOptions) *Gateway {
 func launchGateway(opts GatewayOptions) (*Gateway, error) {
 	// A port found free can be taken by any outgoing connection before
 	// the gateway binds it (Caddy binds every interface); then start over
-	// on other ports.
+	// on other ports: the admin port is always picked anew, the site's
+	// only when the caller did not choose it.
 	for attempt := 1; ; attempt++ {
 		g, err := launchGatewayOnce(opts)
 		if err == nil {
 			return g, nil
 		}
-		if opts.Port != 0 || attempt == 3 || g == nil || !strings.Contains(g.Logs(), "address already in use") {
+		if attempt == 3 || g == nil {
+			return nil, err
+		}
+		logs := g.Logs()
+		adminTaken := strings.Contains(logs, g.AdminAddr+": bind: address already in use")
+		if !adminTaken && (opts.Port != 0 || !strings.Contains(logs, "address already in use")) {
 			return nil, err
 		}
 	}
