@@ -689,6 +689,22 @@ func printTable(w io.Writer, r *results) {
 	if paced {
 		fmt.Fprintf(w, "  at equal load: p50 %+.3f ms; server CPU per request ×%.2f\n", g.PacedP50DiffMS, g.PacedServerCPU)
 	}
+	// The other targets against the same goals, in short.
+	if len(r.Targets) > 2 {
+		fmt.Fprintln(w)
+	}
+	for _, t := range r.Targets[2:] {
+		v := t.VsBaseline
+		tpOK := v.Throughput >= r.Goal.ThroughputMin
+		p99, paired := v.P99DiffMS, v.PairedP99DiffMS
+		if paced {
+			p99, paired = v.PacedP99DiffMS, v.PacedPairedP99DiffMS
+		}
+		p99OK := p99 <= r.Goal.P99MaxDiffMS
+		fmt.Fprintf(w, "%s / plain caddy: throughput ×%.3f, ×%.3f paired: %s; p99 at %s %+.3f ms, %+.3f ms paired: %s\n",
+			t.Name, v.Throughput, v.PairedThroughput, verdict(tpOK, (v.PairedThroughput >= r.Goal.ThroughputMin) == tpOK),
+			r.Goal.P99At, p99, paired, verdict(p99OK, (paired <= r.Goal.P99MaxDiffMS) == p99OK))
+	}
 	if r.DisturbedRuns > 0 {
 		fmt.Fprintf(w, "\n!! %d measured run(s) were disturbed by other processes (other > %v%% even after retries): the numbers are not trustworthy; run again on an idle machine.\n",
 			r.DisturbedRuns, r.Config["quiet_max"])
