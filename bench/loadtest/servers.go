@@ -379,87 +379,91 @@ func externalTokens(ctx context.Context, t *target, n int) ([]string, error) {
 		}
 	}
 	tokens := make([]string, n)
-	next := atomic.Int64{}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var firstErr error
-	for range 4 {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n || ctx.Err() != nil {
-					return
-				}
-				email := fmt.Sprintf("bench-%s-%d@example.com", run, i)
-				reg, _ := json.Marshal(map[string]string{"email": email, "password": externalPassword})
-				_, err := post("/api/auth/register", "application/json", string(reg), http.StatusCreated)
-				var b []byte
-				if err == nil {
-					form := url.Values{"username": {email}, "password": {externalPassword}}.Encode()
-					b, err = post("/api/auth/login", "application/x-www-form-urlencoded", form, http.StatusOK)
-				}
-				var body struct {
-					AccessToken string `json:"access_token"`
-				}
-				if err == nil {
-					if err = json.Unmarshal(b, &body); err == nil && body.AccessToken == "" {
-						err = fmt.Errorf("login of %s: no access_token in %s", email, b)
-					}
-				}
-				if err != nil {
-					mu.Lock()
-					firstErr = cmp(firstErr, err)
-					mu.Unlock()
-					return
-				}
-				tokens[i] = body.AccessToken
-			}
-		})
+	err := inParallel(ctx, n, 4, func(i int) error {
+		email := fmt.Sprintf("bench-%s-%d@example.com", run, i)
+		reg, err := json.Marshal(map[string]string{"email": email, "password": externalPassword})
+		if err != nil {
+			return err
+		}
+		if _, err := post("/api/auth/register", "application/json", string(reg), http.StatusCreated); err != nil {
+			return err
+		}
+		form := url.Values{"username": {email}, "password": {externalPassword}}.Encode()
+		b, err := post("/api/auth/login", "application/x-www-form-urlencoded", form, http.StatusOK)
+		if err != nil {
+			return err
+		}
+		var body struct {
+			AccessToken string `json:"access_token"`
+		}
+		if err := json.Unmarshal(b, &body); err != nil {
+			return fmt.Errorf("login of %s: %w", email, err)
+		}
+		if body.AccessToken == "" {
+			return fmt.Errorf("login of %s: no access_token in %s", email, b)
+		}
+		tokens[i] = body.AccessToken
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", t.Name, err)
 	}
-	wg.Wait()
-	if firstErr != nil {
-		return nil, fmt.Errorf("%s: %w", t.Name, firstErr)
-	}
-	return tokens, ctx.Err()
+	return tokens, nil
 }
 
 // prime sends one request per token to the gateway, so that every token's
 // RSA verification and user lookup happen before any measurement.
 func prime(ctx context.Context, t *target, tokens []string) error {
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
-	next := atomic.Int64{}
+	err := inParallel(ctx, len(tokens), 4, func(i int) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.URL+docPath, nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+tokens[i])
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("token %d: status %d", i, resp.StatusCode)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("priming %s: %w", t.Name, err)
+	}
+	return nil
+}
+
+// inParallel calls f(i) for every i in [0, n) from the given number of
+// goroutines. After the first error (or the end of ctx) no new call
+// starts; that error is returned.
+func inParallel(ctx context.Context, n, workers int, f func(i int) error) error {
+	var next atomic.Int64
+	var failed atomic.Bool
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var firstErr error
-	for range 4 {
+	for range workers {
 		wg.Go(func() {
 			for {
 				i := int(next.Add(1)) - 1
-				if i >= len(tokens) || ctx.Err() != nil {
+				if i >= n || ctx.Err() != nil || failed.Load() {
 					return
 				}
-				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, t.URL+docPath, nil)
-				req.Header.Set("Authorization", "Bearer "+tokens[i])
-				resp, err := client.Do(req)
-				if err == nil {
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != http.StatusOK {
-						err = fmt.Errorf("token %d: status %d", i, resp.StatusCode)
-					}
-				}
-				if err != nil {
+				if err := f(i); err != nil {
 					mu.Lock()
 					firstErr = cmp(firstErr, err)
 					mu.Unlock()
+					failed.Store(true)
 					return
 				}
 			}
 		})
 	}
 	wg.Wait()
-	if firstErr != nil {
-		return fmt.Errorf("priming %s: %w", t.Name, firstErr)
-	}
-	return ctx.Err()
+	return cmp(firstErr, ctx.Err())
 }
