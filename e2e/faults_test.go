@@ -370,12 +370,22 @@ const (
 // used unchecked, and every request sent after the recovery must succeed.
 const minOutage = 1500 * time.Millisecond
 
-// TestFaultDatabaseOutage stops PostgreSQL under load and starts it
-// again: meanwhile every database-backed route answers 503 with its JSON
-// detail (documents too: the gateway fails closed), nothing panics, the
-// gateway recovers by itself within seconds, and every register that got
-// 201 is stored and can log in.
-func TestFaultDatabaseOutage(t *testing.T) {
+// TestFaultDatabaseOutage stops PostgreSQL under load (a fast shutdown:
+// sessions are ended) and starts it again: meanwhile every
+// database-backed route answers 503 with its JSON detail (documents too:
+// the gateway fails closed), nothing panics, the gateway recovers by
+// itself within seconds, and every register that got 201 is stored and
+// can log in.
+func TestFaultDatabaseOutage(t *testing.T) { testDatabaseOutage(t, (*pgtest.Cluster).Stop) }
+
+// TestFaultDatabaseCrash is the same outage with PostgreSQL killed
+// instead: every one of its processes at once, by SIGKILL, so that it
+// restarts through crash recovery.
+func TestFaultDatabaseCrash(t *testing.T) { testDatabaseOutage(t, (*pgtest.Cluster).Crash) }
+
+// testDatabaseOutage is the outage scenario; down takes the database
+// away.
+func testDatabaseOutage(t *testing.T, down func(*pgtest.Cluster) error) {
 	t.Parallel()
 	cluster, err := pgtest.StartCluster()
 	if err != nil {
@@ -438,7 +448,7 @@ func TestFaultDatabaseOutage(t *testing.T) {
 
 	// Stop the database.
 	load.phase.Store(phaseStopping)
-	if err := cluster.Stop(); err != nil {
+	if err := down(cluster); err != nil {
 		t.Fatal(err)
 	}
 	downAt := time.Now()

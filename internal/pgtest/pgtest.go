@@ -96,8 +96,10 @@ type template struct {
 
 // StartCluster initdb's a fresh cluster in a new temp dir and starts it,
 // listening on 127.0.0.1 on a free TCP port and on a unix socket in the
-// temp dir, with trust authentication, fsync, synchronous_commit and
-// full_page_writes off and max_connections=300. It returns once the server
+// temp dir, with trust authentication, fsync and full_page_writes off and
+// max_connections=300. synchronous_commit stays on: a commit is written
+// to the OS before it is acknowledged, so a crash of the server (Crash),
+// as opposed to one of the machine, loses no acknowledged write. It returns once the server
 // accepts connections (at most 30s). The server's log is the file
 // server.log of the temp dir; a failed start includes its tail.
 //
@@ -234,7 +236,6 @@ func (c *Cluster) Start() error {
 		"-c", "listen_addresses=127.0.0.1",
 		"-c", "unix_socket_directories="+socketDir,
 		"-c", "fsync=off",
-		"-c", "synchronous_commit=off",
 		"-c", "full_page_writes=off",
 		"-c", "max_connections=300",
 		// Bounded WAL: the cluster may live in memory (/dev/shm).
@@ -250,6 +251,8 @@ func (c *Cluster) Start() error {
 	// locked goroutine ending would take down every child any goroutine
 	// had started from its thread: gateways of the e2e tests too.)
 	cmd.SysProcAttr.Pdeathsig = syscall.SIGQUIT
+	// A process group of its own, with its backends: Crash kills them all.
+	cmd.SysProcAttr.Setpgid = true
 	s := &server{done: make(chan struct{})}
 	started := make(chan error, 1)
 	go func() {
@@ -369,6 +372,61 @@ func (c *Cluster) Stop() error {
 		return nil
 	}
 	return c.kill(c.proc, syscall.SIGINT)
+}
+
+// Crash kills the server and every one of its processes at once with
+// SIGKILL, as an out-of-memory killer or the end of a container would:
+// no shutdown, sessions cut, and Start then runs crash recovery. It
+// returns once none of them is left. It fails for an external server.
+func (c *Cluster) Crash() error {
+	if c.external {
+		return errors.New("pgtest: an external server (TEST_DATABASE_URL) cannot be crashed")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.proc == nil || c.proc.exited() {
+		return nil
+	}
+	pgid := c.proc.pid
+	if err := syscall.Kill(-pgid, syscall.SIGKILL); err != nil {
+		return fmt.Errorf("pgtest: killing postgres's processes: %w", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		select {
+		case <-c.proc.done:
+			if !groupAlive(pgid) {
+				return nil
+			}
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pgtest: postgres's processes (group %d) still run 10s after SIGKILL", pgid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// groupAlive reports whether a process of group pgid still runs (zombies,
+// which hold nothing, do not count).
+func groupAlive(pgid int) bool {
+	dirs, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, f := range dirs {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp ...; comm may hold spaces.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		fields := strings.Fields(string(b[i+1:]))
+		if len(fields) >= 3 && fields[0] != "Z" && fields[2] == strconv.Itoa(pgid) {
+			return true
+		}
+	}
+	return false
 }
 
 // Close stops the server and removes its temp dir. For an external server
