@@ -618,14 +618,27 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// portsHandedOut are the ports freePort has returned in this process.
+var portsHandedOut sync.Map // int -> struct{}
+
+// freePort returns a TCP port on 127.0.0.1 that was free a moment ago and
+// that it has never returned before. Once closed, a port can come back
+// from the kernel at once; and Caddy binds with SO_REUSEPORT, so two
+// gateways given the same port would both start and share its
+// connections. Hence each port is handed out once.
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if _, taken := portsHandedOut.LoadOrStore(port, struct{}{}); !taken {
+			return port, nil
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("freePort: the kernel keeps giving ports already handed out")
 }
 
 // ---------------------------------------------------------------------
