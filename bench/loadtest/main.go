@@ -215,7 +215,7 @@ func parseFlags() options {
 		}
 	}
 	if o.rounds < 1 || o.connections < 1 || o.threads < 1 || o.users < 1 || o.externalUsers < 1 || o.retries < 0 {
-		fatalf("rounds, connections, threads and users must be at least 1, retries at least 0")
+		fatalf("rounds, connections, threads, users and external-users must be at least 1, retries at least 0")
 	}
 	if o.connections < o.threads {
 		fatalf("wrk needs at least as many connections (%d) as threads (%d)", o.connections, o.threads)
