@@ -499,7 +499,7 @@ func run(ctx context.Context, o options) error {
 		if err := os.WriteFile(t.tokens, []byte(strings.Join(extTokens, "\n")+"\n"), 0o600); err != nil {
 			return err
 		}
-		if err := preflightExternal(ctx, t, extTokens[0]); err != nil {
+		if err := expectGuarded(ctx, t, map[string]string{"Authorization": "Bearer " + extTokens[0]}); err != nil {
 			return err
 		}
 		say("priming %s with all %d of its tokens", t.Name, len(extTokens))
@@ -545,16 +545,17 @@ func run(ctx context.Context, o options) error {
 	}
 
 	m := &meter{o: o, targets: targets, postmaster: postmaster}
-	wrkArgs := func(t *target, d time.Duration) []string {
+	// wrkArgs are the arguments of one wrk run against t.
+	wrkArgs := func(t *target, threads, conns int, d time.Duration) []string {
 		return []string{
-			"-t", strconv.Itoa(o.threads), "-c", strconv.Itoa(o.connections),
+			"-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns),
 			"-d", fmt.Sprintf("%ds", int(d.Round(time.Second)/time.Second)),
 			"--latency", "-s", lua, t.URL, "--", t.tokens, docPath,
 		}
 	}
 	for _, t := range targets {
 		say("warming up %s for %s", t.Name, o.warmup)
-		res, err := m.runWrk(ctx, t, wrkRun{args: wrkArgs(t, o.warmup)})
+		res, err := m.runWrk(ctx, t, wrkRun{args: wrkArgs(t, o.threads, o.connections, o.warmup)})
 		if err != nil {
 			return err
 		}
@@ -566,7 +567,7 @@ func run(ctx context.Context, o options) error {
 	// Throughput: every connection sends its next request as soon as it
 	// has the answer, so the machine runs flat out.
 	runs, disturbed, err := m.rounds(ctx, "", false, func(t *target) wrkRun {
-		return wrkRun{args: wrkArgs(t, o.duration)}
+		return wrkRun{args: wrkArgs(t, o.threads, o.connections, o.duration)}
 	})
 	if err != nil {
 		return err
@@ -591,16 +592,9 @@ func run(ctx context.Context, o options) error {
 		say("latency at equal load: all %d targets at once, %d connections each, every one pausing %d ms after each answer (about %.0f req/s per target, %.0f%% of plain caddy's throughput in all)",
 			len(targets), conns, delayMS, float64(conns)*1000/float64(delayMS), o.pacedLoad*100)
 		threads := max(1, o.threads/len(targets))
-		pacedArgs := func(t *target) []string {
-			return []string{
-				"-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns),
-				"-d", fmt.Sprintf("%ds", int(o.duration.Round(time.Second)/time.Second)),
-				"--latency", "-s", lua, t.URL, "--", t.tokens, docPath,
-			}
-		}
 		var d int
 		paced, d, err = m.rounds(ctx, "equal load ", true, func(t *target) wrkRun {
-			return wrkRun{args: pacedArgs(t), delayMS: delayMS}
+			return wrkRun{args: wrkArgs(t, threads, conns, o.duration), delayMS: delayMS}
 		})
 		if err != nil {
 			return err
@@ -660,7 +654,7 @@ func run(ctx context.Context, o options) error {
 	if o.profile {
 		out.Profiles = map[string]string{}
 		for _, t := range ownTargets {
-			path, err := m.profile(ctx, t, wrkRun{args: wrkArgs(t, o.duration)})
+			path, err := m.profile(ctx, t, wrkRun{args: wrkArgs(t, o.threads, o.connections, o.duration)})
 			if err != nil {
 				return err
 			}

@@ -74,6 +74,11 @@ type summary struct {
 	VsBaseline     *ratios     `json:"vs_baseline,omitempty"`
 }
 
+// processesKnown reports whether the target's processes were measured:
+// not so for an external target without -external-pids, whose CPU time
+// and RSS are unknown.
+func (s summary) processesKnown() bool { return s.PeakRSSKiB > 0 }
+
 // userHZ is the unit of /proc CPU times (USER_HZ, 100 on Linux).
 const userHZ = 100
 
@@ -624,9 +629,8 @@ func printTable(w io.Writer, r *results) {
 				cpu = fmt.Sprintf("×%.2f", v.ServerCPU)
 			}
 		}
-		// An external target without -external-pids: CPU and RSS unknown.
 		cpuUS, rss := fmt.Sprintf("%.1f", t.MedianCPU), fmt.Sprintf("%.0f MiB", float64(t.PeakRSSKiB)/1024)
-		if t.PeakRSSKiB == 0 {
+		if !t.processesKnown() {
 			cpuUS, rss, cpu = "—", "—", ""
 		}
 		fmt.Fprintf(w, "%-*s %9.0f %6.0f–%-6.0f %7.2f %7.2f %8s %9s %7s %7s %19s %7s %5.0f%%\n", width,
@@ -648,7 +652,7 @@ func printTable(w io.Writer, r *results) {
 				cpu = fmt.Sprintf("×%.2f", v.PacedServerCPU)
 			}
 			cpuUS := fmt.Sprintf("%.1f", t.PacedMedianCPU)
-			if t.PeakRSSKiB == 0 {
+			if !t.processesKnown() {
 				cpuUS, cpu = "—", ""
 			}
 			fmt.Fprintf(w, "%-*s %9.0f %7.3f %7.3f %8s %7s %7s %22s %7s\n", width,
