@@ -26,6 +26,8 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -299,9 +301,13 @@ type GatewayOptions struct {
 	// DocService is DOC_SERVICE (host:port). startGateway: default a new
 	// DocStub, in Gateway.Doc.
 	DocService string
-	// Port is the HTTP port of SITE_ADDRESS (http://127.0.0.1:Port);
-	// 0 picks a free one. A restarted gateway can keep its port.
+	// Port is the port of SITE_ADDRESS (http://127.0.0.1:Port); 0 picks
+	// a free one. A restarted gateway can keep its port.
 	Port int
+	// HTTPS makes SITE_ADDRESS https://127.0.0.1:Port, served with a
+	// certificate of Caddy's internal CA (the Caddyfile must not install
+	// its root: httpsGlobal); Gateway.Roots then holds that root.
+	HTTPS bool
 	// KeyFile is JWT_PRIVATE_KEY_FILE; default testKey.File.
 	KeyFile string
 	// Caddyfile is the config; default the project's Caddyfile.
@@ -317,10 +323,14 @@ type GatewayOptions struct {
 
 // Gateway is a running gateway process.
 type Gateway struct {
-	// URL is the gateway's base URL, http://127.0.0.1:PORT.
+	// URL is the gateway's base URL, http://127.0.0.1:PORT (https://
+	// with Opts.HTTPS).
 	URL string
-	// Port is its HTTP port.
+	// Port is its site's port.
 	Port int
+	// Roots holds the root certificate of the internal CA of an HTTPS
+	// gateway, once it is healthy.
+	Roots *x509.CertPool
 	// AdminAddr is the Caddy admin endpoint (CADDY_ADMIN).
 	AdminAddr string
 	// DatabaseURL is its DATABASE_URL.
@@ -417,6 +427,10 @@ func launchGatewayOnce(opts GatewayOptions) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
+	scheme := "http"
+	if opts.HTTPS {
+		scheme = "https"
+	}
 	dir, err := os.MkdirTemp(workDir, "gateway-")
 	if err != nil {
 		return nil, err
@@ -426,7 +440,7 @@ func launchGatewayOnce(opts GatewayOptions) (*Gateway, error) {
 		return nil, err
 	}
 	g := &Gateway{
-		URL:         "http://127.0.0.1:" + strconv.Itoa(opts.Port),
+		URL:         scheme + "://127.0.0.1:" + strconv.Itoa(opts.Port),
 		Port:        opts.Port,
 		AdminAddr:   "127.0.0.1:" + strconv.Itoa(adminPort),
 		DatabaseURL: opts.DatabaseURL,
@@ -512,17 +526,12 @@ func writeFrontend(dir string) error {
 }
 
 // WaitHealthy polls /api/health until it answers 200. It fails at once
-// if the process exits, with the tail of its output.
+// if the process exits, with the tail of its output. An HTTPS gateway is
+// spoken to once its CA root is written, trusting only that root, which
+// it keeps in Roots.
 func (g *Gateway) WaitHealthy(timeout time.Duration) error {
-	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
-	return g.waitHealthy(timeout, g.URL, func() (*http.Client, string) { return hc, "" })
-}
-
-// waitHealthy polls base+"/api/health" with the client that client
-// returns, until it answers 200; client returns nil, and why, while the
-// gateway cannot be spoken to yet (its CA root not written, say).
-func (g *Gateway) waitHealthy(timeout time.Duration, base string, client func() (*http.Client, string)) error {
 	deadline := time.Now().Add(timeout)
+	var hc *http.Client
 	var last string
 	for {
 		select {
@@ -530,23 +539,46 @@ func (g *Gateway) waitHealthy(timeout time.Duration, base string, client func() 
 			return fmt.Errorf("the gateway exited before it was healthy (%v)\n--- gateway output (tail):\n%s", g.waitErr, g.LogTail(4000))
 		default:
 		}
-		if hc, why := client(); hc == nil {
-			last = why
-		} else if res, err := hc.Get(base + "/api/health"); err != nil {
-			last = err.Error()
-		} else {
-			body, _ := io.ReadAll(res.Body)
-			res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				return nil
+		if hc == nil {
+			hc, last = g.healthClient()
+		}
+		if hc != nil {
+			if res, err := hc.Get(g.URL + "/api/health"); err != nil {
+				last = err.Error()
+			} else {
+				body, _ := io.ReadAll(res.Body)
+				res.Body.Close()
+				if res.StatusCode == http.StatusOK {
+					return nil
+				}
+				last = fmt.Sprintf("%d %s", res.StatusCode, body)
 			}
-			last = fmt.Sprintf("%d %s", res.StatusCode, body)
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the gateway was not healthy at %s after %v (last: %s)\n--- gateway output (tail):\n%s", base, timeout, last, g.LogTail(4000))
+			return fmt.Errorf("the gateway was not healthy at %s after %v (last: %s)\n--- gateway output (tail):\n%s", g.URL, timeout, last, g.LogTail(4000))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// healthClient returns a client for WaitHealthy, or nil and why while an
+// HTTPS gateway's CA root is not written yet (then it sets Roots).
+func (g *Gateway) healthClient() (*http.Client, string) {
+	tr := &http.Transport{Proxy: nil, DisableKeepAlives: true}
+	if g.Opts.HTTPS {
+		// XDG_DATA_HOME is Dir/data: Caddy keeps its storage in Dir/data/caddy.
+		pemBytes, err := os.ReadFile(filepath.Join(g.Dir, "data", "caddy", "pki", "authorities", "local", "root.crt"))
+		if err != nil {
+			return nil, "no CA root yet"
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pemBytes) {
+			return nil, "the CA root is not PEM yet"
+		}
+		g.Roots = pool
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+	}
+	return &http.Client{Timeout: 2 * time.Second, Transport: tr}, ""
 }
 
 // Stop ends the process with SIGTERM (SIGKILL after stopTimeout) and

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -92,80 +91,20 @@ const httpsGlobal = "skip_install_trust\nauto_https disable_redirects"
 // httpsGateway is a gateway whose site address is https://127.0.0.1:PORT.
 type httpsGateway struct {
 	*Gateway
-	// Base is the site's origin, https://127.0.0.1:PORT.
-	Base string
-	// Roots holds the root certificate of the gateway's internal CA.
-	Roots *x509.CertPool
 }
 
 // startHTTPSGateway starts a gateway with caddyfile (which must carry
-// httpsGlobal) on https://127.0.0.1:PORT, and waits until /api/health
-// answers 200 over TLS verified with the gateway's own CA root. As in
-// launchGateway, a port taken between freePort and Caddy's bind means
-// starting over on another one.
+// httpsGlobal) on https://127.0.0.1:PORT; it is healthy over TLS verified
+// with the gateway's own CA root, in Roots.
 func startHTTPSGateway(t *testing.T, caddyfile string) *httpsGateway {
 	t.Helper()
-	doc := NewDocStub()
-	t.Cleanup(doc.Close)
-	opts := GatewayOptions{DatabaseURL: newDatabase(t), DocService: doc.Addr(), Caddyfile: caddyfile, NoWait: true}
-	for attempt := 1; ; attempt++ {
-		port, err := freePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		base := "https://127.0.0.1:" + strconv.Itoa(port)
-		opts.Port, opts.Env = port, map[string]string{"SITE_ADDRESS": base}
-		g, err := launchGateway(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		g.Doc = doc
-		hg := &httpsGateway{Gateway: g, Base: base}
-		if err := hg.waitTLSHealthy(); err != nil {
-			_ = g.Stop()
-			if attempt < 3 && strings.Contains(g.Logs(), "address already in use") {
-				continue
-			}
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if err := g.Stop(); err != nil {
-				t.Errorf("stopping the gateway: %v\n--- gateway output (tail):\n%s", err, g.LogTail(4000))
-			}
-		})
-		return hg
-	}
-}
-
-// waitTLSHealthy waits until /api/health answers 200 over TLS verified
-// with the gateway's CA root, which Caddy makes at start; it sets Roots.
-func (hg *httpsGateway) waitTLSHealthy() error {
-	// XDG_DATA_HOME is Dir/data: Caddy keeps its storage in Dir/data/caddy.
-	rootFile := filepath.Join(hg.Dir, "data", "caddy", "pki", "authorities", "local", "root.crt")
-	var hc *http.Client
-	return hg.waitHealthy(startTimeout, hg.Base, func() (*http.Client, string) {
-		if hc == nil {
-			pemBytes, err := os.ReadFile(rootFile)
-			if err != nil {
-				return nil, "no CA root yet"
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pemBytes) {
-				return nil, "the CA root is not PEM yet"
-			}
-			hg.Roots = pool
-			hc = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
-				Proxy: nil, DisableKeepAlives: true, TLSClientConfig: &tls.Config{RootCAs: pool},
-			}}
-		}
-		return hc, ""
-	})
+	return &httpsGateway{startGateway(t, GatewayOptions{Caddyfile: caddyfile, HTTPS: true})}
 }
 
 // Plain returns a client of the gateway's HTTPS site without cookies or
 // browser headers: a script, or a thief replaying a stolen cookie.
 func (g *httpsGateway) Plain(tb testing.TB) *Client {
-	c := newClient(tb, g.Base)
+	c := newClient(tb, g.URL)
 	c.HTTP.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: g.Roots}
 	return c
 }
@@ -180,7 +119,7 @@ func (g *httpsGateway) Browser(tb testing.TB) *browser {
 		tb.Fatal(err)
 	}
 	c.HTTP.Jar = jar
-	return &browser{Client: c, Jar: jar, origin: g.Base}
+	return &browser{Client: c, Jar: jar, origin: g.URL}
 }
 
 // evilOrigin is a foreign site that tries to use a visitor's cookies.
@@ -516,7 +455,7 @@ func TestSessionCookies(t *testing.T) {
 			req := b.NewRequest(method, target, body)
 			req.Header.Set("Sec-Fetch-Site", "same-origin")
 			if method == http.MethodPost {
-				req.Header.Set("Origin", g.Base)
+				req.Header.Set("Origin", g.URL)
 			}
 			spoofIdentity(req.Header, "00000000-0000-4000-8000-000000000000")
 			expectStatus(t, b.Do(req), http.StatusOK)
