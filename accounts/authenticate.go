@@ -8,10 +8,6 @@ import (
 	"time"
 )
 
-// UserIDHeader is the header that tells upstream services who the user
-// is. Only the gateway may set it.
-const UserIDHeader = "X-User-Id"
-
 // Principal is the authenticated caller of a request.
 type Principal struct {
 	// User is the caller's current account, as stored now, not as the
@@ -35,6 +31,10 @@ func bearerToken(r *http.Request) (string, bool) {
 	return token, token != ""
 }
 
+// errMultipleAuthorization refuses a request with more than one
+// Authorization header.
+var errMultipleAuthorization = newError(http.StatusBadRequest, "Multiple Authorization headers")
+
 // Authenticate verifies the request's access token and loads its user,
 // who must still exist and be active. The token is the Bearer header's,
 // else the access cookie's (cookies.go); a cookie-authenticated unsafe
@@ -43,6 +43,11 @@ func bearerToken(r *http.Request) (string, bool) {
 // (sessions.go). It returns the API's 401 errors, or an unavailable
 // error when the database cannot be reached.
 func (s *Service) Authenticate(r *http.Request) (*Principal, error) {
+	if len(r.Header["Authorization"]) > 1 {
+		// The first would be verified and a proxy would forward both:
+		// the second would be the client's choice.
+		return nil, errMultipleAuthorization
+	}
 	token, ok := bearerToken(r)
 	viaCookie := false
 	if !ok {
@@ -99,35 +104,4 @@ func Authorize(p *Principal, role string) error {
 		return nil
 	}
 	return errForbidden
-}
-
-// StripIdentityHeaders removes every header a client could use to pose as
-// a user: X-User-Id in any letter case, and spellings that some servers
-// read as the same header (X_User_Id, with underscores).
-func StripIdentityHeaders(h http.Header) {
-	for name := range h {
-		if isIdentityHeader(name) {
-			delete(h, name)
-		}
-	}
-}
-
-func isIdentityHeader(name string) bool {
-	const want = "x-user-id"
-	if len(name) != len(want) {
-		return false
-	}
-	for i := 0; i < len(want); i++ {
-		c := name[i]
-		if c == '_' {
-			c = '-'
-		}
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != want[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -120,3 +120,9 @@ func (s *Service) cookie(name, value, path string, sameSite http.SameSite, expir
 	c.Expires = expires.UTC()
 	return c
 }
+
+// SessionCookieNames returns the names of the access and refresh cookies:
+// the gateway's credentials, never to be forwarded to a service.
+func (s *Service) SessionCookieNames() []string {
+	return []string{s.cfg.Sessions.AccessCookieName, s.cfg.Sessions.RefreshCookieName}
+}

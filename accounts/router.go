@@ -1,6 +1,7 @@
 package accounts
 
 import (
+	"github.com/caddyaccounts/gateway/edge"
 	"net/http"
 
 	"go.uber.org/zap"
@@ -55,7 +56,7 @@ func (s *Service) Handler() http.Handler {
 	handle("PATCH /api/settings/documents/limits", s.withPrincipal(RoleAdmin, s.handlePatchDocumentLimits))
 
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		StripIdentityHeaders(r.Header)
+		edge.StripIdentity(r.Header)
 		h, pattern := mux.Handler(r)
 		if pattern == "" {
 			// No route: let the mux decide between 404 and 405 (it also

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 )
 
 // uploadTooLarge is the 413 of an upload over the limit.
@@ -13,15 +14,37 @@ func uploadTooLarge(limit int64) *Error {
 		fmt.Sprintf("Upload exceeds the maximum size of %d MB", limit>>20))
 }
 
+// errEncodedBody refuses a compressed upload: its size on the wire says
+// nothing of its size once decoded (a 48 KB gzip can hold 50 MB).
+var errEncodedBody = newError(http.StatusUnsupportedMediaType, "Unsupported Content-Encoding")
+
+// encoded reports whether h declares a Content-Encoding other than
+// identity.
+func encoded(h http.Header) bool {
+	for _, v := range h["Content-Encoding"] {
+		for enc := range strings.SplitSeq(v, ",") {
+			if enc = strings.TrimSpace(enc); enc != "" && !strings.EqualFold(enc, "identity") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // LimitBody refuses a request whose body is over limit bytes before any
 // of it goes further. A declared Content-Length is checked at once. A body
 // of unknown length (chunked) is first spooled to a temporary file, as
 // nginx does, so that an oversized one is refused before the upstream
 // sees a byte; the returned request then reads the file, with its length
-// set. Memory use is constant whatever the size.
+// set. Memory use is constant whatever the size. An encoded body
+// (Content-Encoding other than identity) is refused with 415, since the
+// limit could not be judged on it.
 func LimitBody(r *http.Request, limit int64) (*http.Request, error) {
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 		return r, nil
+	}
+	if encoded(r.Header) {
+		return nil, errEncodedBody
 	}
 	if r.ContentLength > 0 {
 		if r.ContentLength > limit {

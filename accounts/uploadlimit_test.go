@@ -56,3 +56,27 @@ func TestLimitBody(t *testing.T) {
 		t.Fatalf("no body: %v", err)
 	}
 }
+
+func TestLimitBodyRefusesEncodedBodies(t *testing.T) {
+	for _, enc := range []string{"gzip", "GZIP", "br", "deflate", "identity, gzip", " zstd "} {
+		r := httptest.NewRequest("POST", "/", strings.NewReader("compressed"))
+		r.Header.Set("Content-Encoding", enc)
+		_, err := LimitBody(r, 1<<20)
+		if status, payload, _ := errorStatus(err); status != 415 || payload.(map[string]string)["detail"] != "Unsupported Content-Encoding" {
+			t.Errorf("Content-Encoding %q: %d %v", enc, status, payload)
+		}
+	}
+	for _, enc := range []string{"identity", "Identity", ""} {
+		r := httptest.NewRequest("POST", "/", strings.NewReader("plain"))
+		r.Header["Content-Encoding"] = []string{enc}
+		if got, err := LimitBody(r, 1<<20); err != nil || got != r {
+			t.Errorf("Content-Encoding %q: %v", enc, err)
+		}
+	}
+	// Without a body there is nothing to decode.
+	r := httptest.NewRequest("GET", "/", nil)
+	r.Header.Set("Content-Encoding", "gzip")
+	if _, err := LimitBody(r, 1<<20); err != nil {
+		t.Errorf("GET with Content-Encoding: %v", err)
+	}
+}

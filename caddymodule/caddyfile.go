@@ -233,6 +233,8 @@ func parseStripIdentity(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, er
 //
 //	accounts_auth [<matcher>] {
 //		require_role <role>
+//		upgrades <protocol>... | off
+//		strip_authorization
 //	}
 func parseAuthHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	a := new(AuthHandler)
@@ -246,6 +248,21 @@ func parseAuthHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, erro
 			if err := oneString(h.Dispenser, &a.RequireRole); err != nil {
 				return nil, err
 			}
+		case "upgrades":
+			args := h.RemainingArgs()
+			switch {
+			case len(args) == 0:
+				return nil, h.ArgErr()
+			case len(args) == 1 && args[0] == "off":
+				a.UpgradesOff = true
+			default:
+				a.Upgrades = args
+			}
+		case "strip_authorization":
+			if h.NextArg() {
+				return nil, h.ArgErr()
+			}
+			a.StripAuthorization = true
 		default:
 			return nil, h.Errf("unknown accounts_auth option %q", h.Val())
 		}

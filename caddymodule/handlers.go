@@ -8,6 +8,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/caddyaccounts/gateway/accounts"
+	"github.com/caddyaccounts/gateway/edge"
 )
 
 func init() {
@@ -73,17 +74,35 @@ func withClientIP(r *http.Request) *http.Request {
 }
 
 // AuthHandler lets a request through only with a valid access token of
-// an active user. It removes any client-sent X-User-Id (in any letter
-// case, and the X_User_Id spelling), sets X-User-Id to the user's UUID,
-// and fills the placeholders {http.auth.user.id}, {http.auth.user.email}
-// and {http.auth.user.role}. Refusals are the API's JSON 401 and 403.
+// an active user, sealed for the upstream (package edge): X-User-Id set
+// to the user's UUID as the only identity header, whatever the client
+// tried (its own spellings, Connection tokens, trailers, an h2c upgrade,
+// the gateway's session cookies, a second Authorization header, which is
+// refused with 400). It fills the placeholders {http.auth.user.id},
+// {http.auth.user.email} and {http.auth.user.role}. Refusals are the
+// API's JSON 400, 401 and 403.
 type AuthHandler struct {
 	// Only let through users with this role ("admin"); empty lets every
 	// active user through.
 	RequireRole string `json:"require_role,omitempty"`
+	// Upgrades are the protocols a client may switch the connection to
+	// through the proxy (the Upgrade header, any letter case). Default:
+	// websocket. h2c is never allowed: after it the client would speak
+	// HTTP/2 to the upstream directly. Any other upgrade is removed and
+	// the request goes on as an ordinary one.
+	Upgrades []string `json:"upgrades,omitempty"`
+	// UpgradesOff forwards no upgrade at all.
+	UpgradesOff bool `json:"upgrades_off,omitempty"`
+	// StripAuthorization removes the verified Authorization header from
+	// the request instead of forwarding it (the old backend forwarded it,
+	// so that is the default). An Authorization header that was not what
+	// authenticated the request is never forwarded, and neither are the
+	// gateway's session cookies.
+	StripAuthorization bool `json:"strip_authorization,omitempty"`
 
 	service *accounts.Service
 	app     *App
+	policy  edge.Policy
 }
 
 // CaddyModule returns the Caddy module information.
@@ -102,27 +121,45 @@ func (h *AuthHandler) Provision(ctx caddy.Context) error {
 	}
 	h.service = app.Service()
 	h.app = app
+	h.policy = edge.Policy{
+		Upgrades:          h.Upgrades,
+		KeepAuthorization: !h.StripAuthorization,
+		Cookies:           h.service.SessionCookieNames(),
+	}
+	switch {
+	case h.UpgradesOff:
+		h.policy.Upgrades = nil
+	case len(h.Upgrades) == 0:
+		h.policy.Upgrades = edge.DefaultUpgrades
+	}
 	return nil
 }
 
-// Validate checks the configured role.
+// Validate checks the configured role and upgrades.
 func (h *AuthHandler) Validate() error {
 	switch h.RequireRole {
 	case "", accounts.RoleUser, accounts.RoleAdmin:
-		return nil
+	default:
+		return fmt.Errorf("accounts_auth: unknown role %q (want %q or %q)", h.RequireRole, accounts.RoleUser, accounts.RoleAdmin)
 	}
-	return fmt.Errorf("accounts_auth: unknown role %q (want %q or %q)", h.RequireRole, accounts.RoleUser, accounts.RoleAdmin)
+	if h.UpgradesOff && len(h.Upgrades) > 0 {
+		return fmt.Errorf("accounts_auth: upgrades_off and upgrades %q are exclusive", h.Upgrades)
+	}
+	p := edge.Policy{Upgrades: h.Upgrades}
+	if err := p.Validate(); err != nil {
+		return fmt.Errorf("accounts_auth: %w", err)
+	}
+	return nil
 }
 
 // ServeHTTP authenticates the request and passes it on to next.
 func (h *AuthHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	accounts.StripIdentityHeaders(r.Header)
 	p, err := h.authenticate(r)
 	if err != nil {
 		refuseUnread(h.service, w, r, err)
 		return nil
 	}
-	r.Header[accounts.UserIDHeader] = []string{p.User.ID} // canonical already
+	h.policy.Seal(r, p.User.ID, !p.ViaCookie)
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Map(userPlaceholders(p.User))
 	return next.ServeHTTP(w, r)
@@ -159,7 +196,7 @@ func (h *AuthHandler) authenticate(r *http.Request) (*accounts.Principal, error)
 }
 
 // StripIdentityHandler removes every client-sent header that could pass
-// for X-User-Id (accounts.StripIdentityHeaders: any letter case, and
+// for X-User-Id (edge.StripIdentity: any letter case, and
 // spellings with "_" for "-") and passes the request on. Put it first in a
 // site, so that no route, whatever it proxies to, ever forwards a user id
 // the client made up; only accounts_auth sets X-User-Id afterwards.
@@ -178,7 +215,7 @@ func (StripIdentityHandler) CaddyModule() caddy.ModuleInfo {
 
 // ServeHTTP removes the identity headers and passes the request on.
 func (StripIdentityHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	accounts.StripIdentityHeaders(r.Header)
+	edge.StripIdentity(r.Header)
 	return next.ServeHTTP(w, r)
 }
 

@@ -762,6 +762,8 @@ type StubRequest struct {
 	Body       []byte
 	BodyLen    int64
 	BodySHA256 string
+	// Trailer holds the trailers that came after the body.
+	Trailer http.Header
 	// Done is when the stub finished reading the body.
 	Done time.Time
 }
@@ -865,6 +867,7 @@ func (s *DocStub) serve(w http.ResponseWriter, r *http.Request) {
 		Body:       kept.Bytes(),
 		BodyLen:    n,
 		BodySHA256: hex.EncodeToString(h.Sum(nil)),
+		Trailer:    r.Trailer.Clone(),
 		Done:       time.Now(),
 	}
 	s.mu.Lock()
