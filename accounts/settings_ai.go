@@ -124,7 +124,7 @@ func (s *Service) handleTestAI(w http.ResponseWriter, r *http.Request, p *Princi
 	cfg, _ := patch.apply(cur)
 	keySource := aiTestKeySource(patch, cfg)
 	origin := aiOrigin(cfg)
-	if keySource == aiKeyStored && origin != aiOrigin(cur) {
+	if keySource == aiKeyStored && (origin == "" || origin != aiOrigin(cur)) {
 		s.log.Warn("AI provider connection test refused: the stored key would go to another origin",
 			zap.String("origin", origin), zap.String("user_id", p.User.ID))
 		s.auditAITest(r, p, cfg.Provider, origin, keySource, aiTestResult{outcome: aiTestOutcomeKeyOrigin})
