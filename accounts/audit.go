@@ -29,6 +29,7 @@ const (
 	EventUserRoleChange   = "user.role_change"
 	EventUserActiveChange = "user.active_change"
 	EventSettingsChange   = "settings.change"
+	EventSettingsAITest   = "settings.ai_test"
 )
 
 // AuditEvent is one row of the audit log, as GET /api/admin/audit shows

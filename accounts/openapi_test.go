@@ -538,6 +538,8 @@ func TestOpenAPIRealResponses(t *testing.T) {
 		c.RateLimit.IPRequests = 1 << 20
 		c.RateLimit.LoginFailures = 3
 		c.Sessions.RefreshTokenInBody = true
+		// The stub provider is on loopback.
+		c.AITestAllow = loopbackAllowed
 	})
 	v, templates := newOpenAPIValidator(t)
 	h := &oaHarness{t: t, env: e, v: v, templates: templates, covered: map[string]map[int]bool{}}
@@ -695,6 +697,7 @@ func TestOpenAPIRealResponses(t *testing.T) {
 	h.do(oaCall{method: "POST", path: "/api/settings/ai/test", token: adminToken, body: "null", status: 200})
 	h.do(oaCall{method: "POST", path: "/api/settings/ai/test", token: adminToken, body: map[string]any{"model": "gpt-4o"}, status: 200})
 	h.do(oaCall{method: "POST", path: "/api/settings/ai/test", token: adminToken, body: map[string]any{"max_tokens": 0}, status: 422, invalid: true})
+	h.do(oaCall{method: "POST", path: "/api/settings/ai/test", token: adminToken, body: map[string]any{"base_url": "https://llm.example.com/v1"}, status: 422}) // the stored key, another origin
 	h.do(oaCall{method: "POST", path: "/api/settings/ai/test", token: userToken, status: 403})
 	// A corrupt ai.json: 503 until it is fixed.
 	if err := os.WriteFile(filepath.Join(settingsDir, aiSettingsName), []byte("{"), 0o600); err != nil {

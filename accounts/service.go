@@ -51,6 +51,11 @@ type Config struct {
 	// Sessions holds the refresh sessions' and cookies' options
 	// (sessions.go, cookies.go).
 	Sessions SessionConfig
+	// AITestAllow are networks ("127.0.0.1/32", a CIDR or one address)
+	// that POST /api/settings/ai/test may connect to although its policy
+	// refuses them (loopback, link-local, ...: settings_ai_dial.go).
+	// Default: none.
+	AITestAllow []string
 }
 
 func (c *Config) setDefaults() {
@@ -123,6 +128,12 @@ func New(pool *pgxpool.Pool, keys *KeySet, cfg Config, log *zap.Logger) (*Servic
 	if err != nil {
 		return nil, fmt.Errorf("accounts: %w", err)
 	}
+	aiPolicy, err := newAIDestinationPolicy(cfg.AITestAllow)
+	if err != nil {
+		return nil, fmt.Errorf("accounts: %w", err)
+	}
+	settings := newSettingsStore(cfg.SettingsDir)
+	settings.aiTransport = newAITransport(aiPolicy)
 	tokens := NewTokenIssuer(keys, cfg.Issuer, cfg.TokenLifetime, cfg.Leeway)
 	if cfg.AcceptTokensWithoutIssuer {
 		tokens.AcceptMissingIssuer()
@@ -139,7 +150,7 @@ func New(pool *pgxpool.Pool, keys *KeySet, cfg Config, log *zap.Logger) (*Servic
 		// Sessions: cookies.go.
 		crossOrigin: crossOrigin,
 		// Settings: settings.go.
-		settings: newSettingsStore(cfg.SettingsDir),
+		settings: settings,
 	}, nil
 }
 

@@ -191,7 +191,8 @@ type settingsStore struct {
 
 	// aiTestTimeout bounds POST /api/settings/ai/test (default 15s).
 	aiTestTimeout time.Duration
-	// aiTransport sends the provider test requests.
+	// aiTransport sends the provider test requests (New gives it the
+	// configured aiDestinationPolicy).
 	aiTransport http.RoundTripper
 }
 
@@ -216,7 +217,7 @@ func newSettingsStore(dir string) *settingsStore {
 			check:    func(d *documentsSettings) error { return d.check() },
 		},
 		aiTestTimeout: defaultAITestTimeout,
-		aiTransport:   newAITransport(),
+		aiTransport:   newAITransport(aiDestinationPolicy{}),
 	}
 }
 

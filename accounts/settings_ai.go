@@ -7,9 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -48,14 +48,38 @@ type aiTestResult struct {
 	Model string `json:"model"`
 	// Message says what happened, for a person; it never holds the key.
 	Message string `json:"message"`
+
+	// outcome is the audited summary (aiTestOutcome*).
+	outcome string
 }
 
-func newAITransport() http.RoundTripper {
-	if t, ok := http.DefaultTransport.(*http.Transport); ok {
-		return t.Clone()
-	}
-	return http.DefaultTransport
-}
+// Outcomes of a connection test, as the settings.ai_test audit event
+// records them.
+const (
+	aiTestOutcomeOK = "ok"
+	// aiTestOutcomeProviderError: the provider answered, not 2xx.
+	aiTestOutcomeProviderError = "provider_error"
+	aiTestOutcomeTimeout       = "timeout"
+	aiTestOutcomeFailed        = "connection_failed"
+	// aiTestOutcomeRefused: the destination is not allowed (nothing sent).
+	aiTestOutcomeRefused = "destination_refused"
+	aiTestOutcomeNoKey   = "no_key"
+	// aiTestOutcomeKeyOrigin: the stored key was to go to another origin
+	// (422, nothing sent).
+	aiTestOutcomeKeyOrigin = "stored_key_origin_refused"
+)
+
+// Where the key of a connection test comes from.
+const (
+	aiKeyNone   = "none"
+	aiKeyStored = "stored"
+	aiKeyBody   = "body"
+)
+
+// msgStoredKeyOrigin is the 422 of a test that would send the stored key
+// to another origin than the stored base URL's.
+const msgStoredKeyOrigin = "The stored API key is only sent to the stored base URL's scheme, host and port; " +
+	"to test another one, send its key in api_key"
 
 // handleTestAI serves POST /api/settings/ai/test (admin). The optional
 // body holds the fields of PATCH /api/settings/ai, merged onto the stored
@@ -73,13 +97,21 @@ func newAITransport() http.RoundTripper {
 //     "anthropic-version: 2023-06-01", body {"model", "max_tokens": 1,
 //     "messages": [...]}.
 //
+// The stored key is only ever sent to the origin (scheme, host, port) of
+// the stored base URL (or of the stored provider's default URL): a test
+// of another origin must bring its key in api_key, else 422 on
+// body.api_key and nothing is sent. The connection itself is subject to
+// aiDestinationPolicy (settings_ai_dial.go).
+//
 // Messages: "Connection OK" (2xx); "Provider answered <status>: <the
 // provider's error message, at most 200 characters>"; "Timed out after
-// 15s"; "Connection failed: <reason>"; "No API key configured" (nothing
-// sent). The key is scrubbed from every provider text and error before
-// use, and is never in the response or a log line. Redirects are
+// 15s"; "Destination not allowed: <host> resolves to <a loopback
+// address...>"; "Connection failed: <reason>"; "No API key configured"
+// (nothing sent). The key is scrubbed from every provider text and error
+// before use, and is never in the response or a log line. Redirects are
 // followed only to the same scheme, host and port (at most 3); another
-// one is reported as the provider's answer, not followed.
+// one is reported as the provider's answer, not followed. Every test
+// that passes validation is audited (settings.ai_test), without the key.
 func (s *Service) handleTestAI(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	patch, err := readOptionalAIPatch(w, r)
 	if err != nil {
@@ -90,18 +122,86 @@ func (s *Service) handleTestAI(w http.ResponseWriter, r *http.Request, p *Princi
 		return err
 	}
 	cfg, _ := patch.apply(cur)
+	keySource := aiTestKeySource(patch, cfg)
+	origin := aiOrigin(cfg)
+	if keySource == aiKeyStored && (origin == "" || origin != aiOrigin(cur)) {
+		s.log.Warn("AI provider connection test refused: the stored key would go to another origin",
+			zap.String("origin", origin), zap.String("user_id", p.User.ID))
+		s.auditAITest(r, p, cfg.Provider, origin, keySource, aiTestResult{outcome: aiTestOutcomeKeyOrigin})
+		var v ValidationError
+		v.add("value_error", valueErrorPrefx+msgStoredKeyOrigin, "body", "api_key")
+		return &v
+	}
 	res := s.settings.testAI(r.Context(), cfg)
 	fields := []zap.Field{
 		zap.String("provider", cfg.Provider), zap.String("model", cfg.Model),
-		zap.Bool("ok", res.OK), zap.Int64("latency_ms", res.LatencyMS),
+		zap.String("origin", origin), zap.String("key", keySource),
+		zap.Bool("ok", res.OK), zap.String("outcome", res.outcome), zap.Int64("latency_ms", res.LatencyMS),
 		zap.String("user_id", p.User.ID),
 	}
 	if res.StatusCode != nil {
 		fields = append(fields, zap.Int("status_code", *res.StatusCode))
 	}
 	s.log.Info("AI provider connection test", fields...)
+	s.auditAITest(r, p, cfg.Provider, origin, keySource, res)
 	writeJSON(w, http.StatusOK, res)
 	return nil
+}
+
+// auditAITest records a connection test: who, to which origin, with
+// which key (where it came from, never the key) and the outcome.
+func (s *Service) auditAITest(r *http.Request, p *Principal, provider, origin, keySource string, res aiTestResult) {
+	s.audit(r, EventSettingsAITest, p.User.ID, "", map[string]any{
+		"provider":    provider,
+		"origin":      origin,
+		"key":         keySource,
+		"outcome":     res.outcome,
+		"status_code": res.StatusCode,
+	})
+}
+
+// aiTestKeySource says where the key of a test of cfg comes from: none,
+// the body (a new key the admin typed), or the stored settings (no
+// api_key, or a mask of the stored one).
+func aiTestKeySource(patch aiPatch, cfg aiSettings) string {
+	switch {
+	case cfg.APIKey == nil || *cfg.APIKey == "":
+		return aiKeyNone
+	case patch.apiKeySet && patch.apiKey != nil && !strings.HasPrefix(*patch.apiKey, maskPrefix):
+		return aiKeyBody
+	}
+	return aiKeyStored
+}
+
+// aiOrigin is the origin the requests of cfg go to: scheme, host and
+// port of its base URL (or of the provider's default URL), lower case,
+// the port left out when it is the scheme's default. Two URLs have the
+// same origin exactly when their aiOrigin is the same; "" for a URL that
+// does not parse.
+func aiOrigin(cfg aiSettings) string {
+	def := defaultOpenAIBaseURL
+	if cfg.Provider == ProviderAnthropic {
+		def = defaultAnthropicBaseURL
+	}
+	u, err := url.Parse(valueOr(cfg.BaseURL, def))
+	if err != nil || u.Hostname() == "" {
+		return ""
+	}
+	scheme := strings.ToLower(u.Scheme)
+	host := strings.ToLower(u.Hostname())
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	if port := u.Port(); port != "" {
+		n, err := strconv.Atoi(port)
+		if err != nil {
+			return ""
+		}
+		if !(scheme == "http" && n == 80) && !(scheme == "https" && n == 443) {
+			host += ":" + strconv.Itoa(n)
+		}
+	}
+	return scheme + "://" + host
 }
 
 // readOptionalAIPatch reads the optional body of the test route: none,
@@ -128,6 +228,7 @@ func (st *settingsStore) testAI(ctx context.Context, cfg aiSettings) aiTestResul
 	res := aiTestResult{Model: cfg.Model}
 	if cfg.APIKey == nil || *cfg.APIKey == "" {
 		res.Message = "No API key configured"
+		res.outcome = aiTestOutcomeNoKey
 		return res
 	}
 	key := *cfg.APIKey
@@ -140,6 +241,7 @@ func (st *settingsStore) testAI(ctx context.Context, cfg aiSettings) aiTestResul
 	req, err := newAIPingRequest(ctx, cfg, key)
 	if err != nil {
 		res.Message = "Connection failed: " + scrubSecret(err.Error(), key)
+		res.outcome = aiTestOutcomeFailed
 		return res
 	}
 	client := &http.Client{Transport: st.aiTransport, CheckRedirect: sameOriginRedirects}
@@ -156,18 +258,27 @@ func (st *settingsStore) testAI(ctx context.Context, cfg aiSettings) aiTestResul
 	}
 	res.LatencyMS = time.Since(start).Milliseconds()
 	if err != nil {
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		var refused *destinationError
+		switch {
+		case errors.As(err, &refused):
+			res.outcome = aiTestOutcomeRefused
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			res.outcome = aiTestOutcomeTimeout
 			res.Message = "Timed out after " + timeout.String()
-		} else {
-			res.Message = "Connection failed: " + scrubSecret(connectionFailure(err), key)
+			return res
+		default:
+			res.outcome = aiTestOutcomeFailed
 		}
+		res.Message = scrubSecret(failureMessage(err, req.URL.Hostname(), req.URL.Host), key)
 		return res
 	}
 	status := resp.StatusCode
 	res.StatusCode = &status
+	res.outcome = aiTestOutcomeProviderError
 	switch {
 	case status >= 200 && status <= 299:
 		res.OK = true
+		res.outcome = aiTestOutcomeOK
 		res.Message = "Connection OK"
 	case status >= 300 && status <= 399:
 		res.Message = fmt.Sprintf("Provider answered %d: redirect to another host not followed", status)
@@ -240,21 +351,6 @@ func sameOriginRedirects(req *http.Request, via []*http.Request) error {
 		return http.ErrUseLastResponse
 	}
 	return nil
-}
-
-// connectionFailure is the reason a request got no answer, without the
-// method and URL that url.Error adds.
-func connectionFailure(err error) string {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		err = ue.Err
-	}
-	var oe *net.OpError
-	if errors.As(err, &oe) && oe.Err != nil {
-		// "dial tcp 127.0.0.1:1: connect: connection refused"
-		return truncateRunes(oe.Error(), maxAITestMessageLen)
-	}
-	return truncateRunes(err.Error(), maxAITestMessageLen)
 }
 
 // providerErrorText extracts a provider's error message from its answer:

@@ -93,6 +93,15 @@ type App struct {
 	// feature services read. Default: $SETTINGS_DIR, else ./settings.
 	SettingsDir string `json:"settings_dir,omitempty"`
 
+	// Networks that the AI provider connection test (POST
+	// /api/settings/ai/test) may connect to although its policy refuses
+	// them: CIDR prefixes or single addresses, e.g. "127.0.0.1/32" for a
+	// model server on the gateway's host. The policy refuses loopback,
+	// unspecified, link-local (cloud metadata), multicast and broadcast
+	// addresses, after DNS resolution; private networks are allowed
+	// without this. Default: none.
+	AITestAllow []string `json:"ai_test_allow,omitempty"`
+
 	// Do not apply database migrations at start (run `caddy accounts
 	// migrate` instead).
 	SkipMigrations bool `json:"skip_migrations,omitempty"`
@@ -318,6 +327,7 @@ func (a *App) serviceConfig() accounts.Config {
 		AcceptTokensWithoutIssuer: a.AcceptTokensWithoutIssuer,
 		HashConcurrency:           a.HashConcurrency,
 		SettingsDir:               a.SettingsDir,
+		AITestAllow:               a.AITestAllow,
 	}
 	if a.Argon2 != nil {
 		cfg.Argon2 = *a.Argon2

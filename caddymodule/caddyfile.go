@@ -40,6 +40,7 @@ func init() {
 //		argon2           <memory_kib> <iterations> <parallelism>
 //		hash_concurrency <n>
 //		settings_dir     <path>
+//		ai_test_allow    <cidr>...   (repeatable)
 //		skip_migrations
 //		rate_limit       off | {
 //			ip_requests    <n> | off [<window>]
@@ -66,6 +67,11 @@ func init() {
 // lockout (default 5m), twice as long on each further lock within a day,
 // at most max (default 1h). "off" turns a limit, or with "rate_limit off"
 // both, off. An option left out keeps its default.
+//
+// ai_test_allow names networks (CIDR prefixes or single addresses) that
+// the AI provider connection test may connect to although its policy
+// refuses them (loopback, link-local, ...), such as 127.0.0.1/32 for a
+// model server on the gateway's host.
 //
 // sessions sets the refresh sessions and browser cookies (see Sessions):
 // the cookies' names (default access_token, refresh_token) and Domain
@@ -110,6 +116,17 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			a.VerifyKeyFiles = append(a.VerifyKeyFiles, f)
 		case "settings_dir":
 			err = oneString(d, &a.SettingsDir)
+		case "ai_test_allow":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			for _, arg := range args {
+				if _, err := accounts.ParseAITestNetwork(arg); err != nil {
+					return d.Err(err.Error())
+				}
+			}
+			a.AITestAllow = append(a.AITestAllow, args...)
 		case "issuer":
 			err = oneString(d, &a.Issuer)
 		case "token_lifetime":

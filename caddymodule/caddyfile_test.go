@@ -31,6 +31,8 @@ func TestGlobalOption(t *testing.T) {
 		argon2 65536 3 2
 		hash_concurrency 4
 		settings_dir /settings
+		ai_test_allow 127.0.0.1/32 ::1
+		ai_test_allow 169.254.0.0/16
 		skip_migrations
 	}`)
 	app := new(App)
@@ -42,7 +44,7 @@ func TestGlobalOption(t *testing.T) {
 		`"public_key_file":"/keys/public.pem","verify_key_files":["/keys/old1.pem","/keys/old2.pem"],` +
 		`"token_lifetime":7200000000000,"issuer":"example","accept_tokens_without_issuer":true,"leeway":10000000000,` +
 		`"argon2":{"memory_kib":65536,"iterations":3,"parallelism":2},"hash_concurrency":4,` +
-		`"settings_dir":"/settings","skip_migrations":true}`
+		`"settings_dir":"/settings","ai_test_allow":["127.0.0.1/32","::1","169.254.0.0/16"],"skip_migrations":true}`
 	if string(got) != want {
 		t.Fatalf("JSON\n%s\nwant\n%s", got, want)
 	}
@@ -50,16 +52,19 @@ func TestGlobalOption(t *testing.T) {
 
 func TestGlobalOptionErrors(t *testing.T) {
 	for input, want := range map[string]string{
-		"accounts extra":                        "wrong argument count",
-		"accounts {\n nonsense 1\n}":            `unknown accounts option "nonsense"`,
-		"accounts {\n database_url\n}":          "wrong argument count",
-		"accounts {\n database_url a b\n}":      "wrong argument count",
-		"accounts {\n token_lifetime soon\n}":   `bad duration "soon"`,
-		"accounts {\n max_conns -1\n}":          "want a non-negative integer",
-		"accounts {\n argon2 1 2\n}":            "wrong argument count",
-		"accounts {\n argon2 1 2 300\n}":        "parallelism 300 is too large",
-		"accounts {\n skip_migrations yes\n}":   "wrong argument count",
-		"accounts {\n hash_concurrency many\n}": "want a non-negative integer",
+		"accounts extra":                             "wrong argument count",
+		"accounts {\n nonsense 1\n}":                 `unknown accounts option "nonsense"`,
+		"accounts {\n database_url\n}":               "wrong argument count",
+		"accounts {\n database_url a b\n}":           "wrong argument count",
+		"accounts {\n token_lifetime soon\n}":        `bad duration "soon"`,
+		"accounts {\n max_conns -1\n}":               "want a non-negative integer",
+		"accounts {\n argon2 1 2\n}":                 "wrong argument count",
+		"accounts {\n argon2 1 2 300\n}":             "parallelism 300 is too large",
+		"accounts {\n skip_migrations yes\n}":        "wrong argument count",
+		"accounts {\n hash_concurrency many\n}":      "want a non-negative integer",
+		"accounts {\n ai_test_allow\n}":              "wrong argument count",
+		"accounts {\n ai_test_allow 127.0.0.1/33\n}": `ai_test_allow: "127.0.0.1/33" is not a CIDR network`,
+		"accounts {\n ai_test_allow localhost\n}":    `ai_test_allow: "localhost" is not an IP address or CIDR network`,
 	} {
 		err := new(App).UnmarshalCaddyfile(caddyfile.NewTestDispenser(input))
 		if err == nil || !strings.Contains(err.Error(), want) {
