@@ -31,6 +31,10 @@ type Config struct {
 	Leeway time.Duration
 	// Issuer is the "iss" claim set and required (default "caddy-accounts").
 	Issuer string
+	// Audience, when set, is the "aud" claim written into tokens and
+	// required of them (see TokenIssuer.RequireAudience). Default: none,
+	// neither written nor checked.
+	Audience string
 	// AcceptTokensWithoutIssuer also accepts tokens with no "iss" claim,
 	// as the FastAPI backend issued them (see TokenIssuer.AcceptMissingIssuer).
 	AcceptTokensWithoutIssuer bool
@@ -126,6 +130,9 @@ func New(pool *pgxpool.Pool, keys *KeySet, cfg Config, log *zap.Logger) (*Servic
 	tokens := NewTokenIssuer(keys, cfg.Issuer, cfg.TokenLifetime, cfg.Leeway)
 	if cfg.AcceptTokensWithoutIssuer {
 		tokens.AcceptMissingIssuer()
+	}
+	if cfg.Audience != "" {
+		tokens.RequireAudience(cfg.Audience)
 	}
 	return &Service{
 		db:     pool,

@@ -35,6 +35,7 @@ func init() {
 //		verify_key_file  <path>   (repeatable: old keys of a rotation)
 //		token_lifetime   <duration>
 //		issuer           <iss>
+//		audience         <aud>
 //		accept_tokens_without_issuer
 //		leeway           <duration>
 //		argon2           <memory_kib> <iterations> <parallelism>
@@ -112,6 +113,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneString(d, &a.SettingsDir)
 		case "issuer":
 			err = oneString(d, &a.Issuer)
+		case "audience":
+			err = oneString(d, &a.Audience)
 		case "token_lifetime":
 			err = oneDuration(d, &a.TokenLifetime)
 		case "leeway":
