@@ -555,7 +555,9 @@ func TestMeDeactivatedUser(t *testing.T) {
 	}
 	expectTokenRefused(t, c, token, "a deactivated user's")
 
-	// Reactivated, the same token works again.
+	// Reactivated by hand in the database, the same token works again
+	// (the API's deactivation ends the tokens for good:
+	// TestReactivationRevivesNoToken).
 	g.Exec(t, "UPDATE users SET is_active = true WHERE id = $1", u.ID)
 	eventually(t, 5*time.Second, func() string {
 		if r := c.Get("/api/users/me", token); r.Status != http.StatusOK {
