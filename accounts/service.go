@@ -81,6 +81,8 @@ type Service struct {
 	db     *pgxpool.Pool
 	tokens *TokenIssuer
 	hasher *Hasher
+	// legacy tracks the old backend's bcrypt hashes (legacyhash.go).
+	legacy legacyHashes
 	log    *zap.Logger
 	cfg    Config
 	cache  *authCache
