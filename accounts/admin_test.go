@@ -502,7 +502,10 @@ func TestAdminLastActiveAdminUnderConcurrency(t *testing.T) {
 	b, tokenB := e.admin("b@example.com")
 	const rounds = 30
 	for round := range rounds {
-		e.exec("UPDATE users SET role = 'admin', is_active = true WHERE id = ANY($1)", []string{a.ID, b.ID})
+		// Back to two active admins; a won deactivation ended b's
+		// sessions and tokens, which are brought back by hand too.
+		e.exec("UPDATE users SET role = 'admin', is_active = true, tokens_valid_after = NULL WHERE id = ANY($1)", []string{a.ID, b.ID})
+		e.exec("UPDATE sessions SET revoked_at = NULL, revoked_reason = NULL WHERE user_id = ANY($1)", []string{a.ID, b.ID})
 		start := make(chan struct{})
 		var wg sync.WaitGroup
 		statuses := make([]int, 2)
