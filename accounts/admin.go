@@ -442,7 +442,10 @@ func laxJSONBool(raw json.RawMessage) (bool, string) {
 // setUserAccess applies c to the user id in one transaction and returns
 // the user before and after. It refuses (errLastAdmin) a change that
 // would leave no active admin; see the file comment for the locking.
-// Nothing is written, and updated_at is kept, when nothing changes.
+// Nothing is written, and updated_at is kept, when nothing changes. A
+// deactivation also ends all of the user's sessions and tokens in the
+// same transaction (endAllSessions), so that a later reactivation does
+// not bring them back.
 func (s *Service) setUserAccess(ctx context.Context, id string, c userAccess) (before, after *User, err error) {
 	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 		var admins []string
@@ -479,6 +482,12 @@ func (s *Service) setUserAccess(ctx context.Context, id string, c userAccess) (b
 		after, err = scanUser(tx.QueryRow(ctx,
 			"UPDATE users SET role = $2, is_active = $3, updated_at = now() WHERE id = $1 RETURNING "+userColumns,
 			id, role, active))
+		if err != nil || !cur.IsActive || active {
+			return err
+		}
+		// Deactivation ends every session and refuses every token issued
+		// so far, for good: reactivating the user revives none of them.
+		_, err = endAllSessions(ctx, tx, id, revokedByDeactivation)
 		return err
 	})
 	if err != nil {

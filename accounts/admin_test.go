@@ -502,7 +502,10 @@ func TestAdminLastActiveAdminUnderConcurrency(t *testing.T) {
 	b, tokenB := e.admin("b@example.com")
 	const rounds = 30
 	for round := range rounds {
-		e.exec("UPDATE users SET role = 'admin', is_active = true WHERE id = ANY($1)", []string{a.ID, b.ID})
+		// Back to two active admins; a won deactivation ended b's
+		// sessions and tokens, which are brought back by hand too.
+		e.exec("UPDATE users SET role = 'admin', is_active = true, tokens_valid_after = NULL WHERE id = ANY($1)", []string{a.ID, b.ID})
+		e.exec("UPDATE sessions SET revoked_at = NULL, revoked_reason = NULL WHERE user_id = ANY($1)", []string{a.ID, b.ID})
 		start := make(chan struct{})
 		var wg sync.WaitGroup
 		statuses := make([]int, 2)
@@ -625,5 +628,86 @@ func TestParseUUID(t *testing.T) {
 func TestEscapeLike(t *testing.T) {
 	if got := escapeLike(`a%b_c\d`); got != `a\%b\_c\\d` {
 		t.Fatalf("escapeLike = %q", got)
+	}
+}
+
+// TestDeactivationEndsSessionsForGood: deactivating a user through the
+// API ends every session and refuses every token issued before, in the
+// same transaction; reactivating the user brings none of them back. A
+// role change ends no session (its lost rights hold anyway: every
+// request reads the current role).
+func TestDeactivationEndsSessionsForGood(t *testing.T) {
+	e := newAdminEnv(t)
+	ctx := context.Background()
+	_, adminToken := e.admin("root@example.com")
+	u := e.register("user@example.com", "Secret!pw1")
+	access1, refresh1 := e.loginTokens(u.Email, "Secret!pw1")
+	access2, refresh2 := e.loginTokens(u.Email, "Secret!pw1")
+	// A token without a session, as the old backend issued them: only
+	// tokens_valid_after refuses it.
+	noSession, _, err := e.svc.Tokens().Issue(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens := map[string]string{"first login": access1, "second login": access2, "no session": noSession}
+	for name, tok := range tokens {
+		if r := e.do("GET", "/api/users/me", tok, nil); r.Status != http.StatusOK {
+			t.Fatalf("%s before: %d %s", name, r.Status, r.Body)
+		}
+	}
+	patch := func(body map[string]any) {
+		t.Helper()
+		if r := e.do("PATCH", "/api/admin/users/"+u.ID, adminToken, body); r.Status != http.StatusOK {
+			t.Fatalf("PATCH %v: %d %s", body, r.Status, r.Body)
+		}
+	}
+	revoked := func() (n int, reasons string) {
+		t.Helper()
+		if err := e.db.QueryRow(ctx, `SELECT count(*), coalesce(string_agg(DISTINCT revoked_reason, ','), '')
+			FROM sessions WHERE user_id = $1 AND revoked_at IS NOT NULL`, u.ID).Scan(&n, &reasons); err != nil {
+			t.Fatal(err)
+		}
+		return n, reasons
+	}
+
+	// A demotion and a promotion end nothing.
+	patch(map[string]any{"role": "admin"})
+	patch(map[string]any{"role": "user"})
+	if n, _ := revoked(); n != 0 {
+		t.Fatalf("a role change revoked %d sessions", n)
+	}
+
+	patch(map[string]any{"is_active": false})
+	if n, reasons := revoked(); n != 2 || reasons != "deactivated" {
+		t.Fatalf("after deactivation: %d sessions revoked, reasons %q; want 2, deactivated", n, reasons)
+	}
+	var validAfter *time.Time
+	if err := e.db.QueryRow(ctx, "SELECT tokens_valid_after FROM users WHERE id = $1", u.ID).Scan(&validAfter); err != nil {
+		t.Fatal(err)
+	}
+	if validAfter == nil {
+		t.Fatal("tokens_valid_after not set by the deactivation")
+	}
+	patch(map[string]any{"is_active": true})
+
+	for name, tok := range tokens {
+		if r := e.do("GET", "/api/users/me", tok, nil); r.Status != http.StatusUnauthorized || r.Detail(t) != `"Could not validate credentials"` {
+			t.Errorf("%s after reactivation: %d %s, want 401", name, r.Status, r.Body)
+		}
+	}
+	for name, tok := range map[string]string{"first": refresh1, "second": refresh2} {
+		r := e.refreshBody(tok)
+		if r.Status != http.StatusUnauthorized || r.Detail(t) != `"Invalid refresh token"` {
+			t.Errorf("%s refresh token after reactivation: %d %s, want 401", name, r.Status, r.Body)
+		}
+	}
+	// The user signs in again as usual.
+	fresh := e.login(u.Email, "Secret!pw1")
+	if r := e.do("GET", "/api/users/me", fresh, nil); r.Status != http.StatusOK {
+		t.Fatalf("a token issued after the reactivation: %d %s", r.Status, r.Body)
+	}
+	// Audited as before: one event per change of the active state.
+	if n := e.auditCount(EventUserActiveChange, u.ID); n != 2 {
+		t.Fatalf("%d user.active_change events, want 2", n)
 	}
 }

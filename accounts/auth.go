@@ -100,9 +100,10 @@ func readLoginForm(w http.ResponseWriter, r *http.Request) (username, password s
 }
 
 // handleLogin serves POST /api/auth/login: the OAuth2 password flow.
-// An unknown email and a wrong password give the same answer in about the
-// same time; the inactive state is only told to someone who knows the
-// password.
+// An unknown email and a wrong password give the same answer after the
+// same hashing work (Hasher, passwords.go), whether the account's hash is
+// argon2id or the old backend's bcrypt; the inactive state is only told
+// to someone who knows the password.
 func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	username, password, err := readLoginForm(w, r)
 	if err != nil {
@@ -114,6 +115,9 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	ctx := r.Context()
+	// Failed logins cost as much as one on the slowest bcrypt hash still
+	// stored (legacyhash.go).
+	s.knowLegacyHashes(ctx)
 	u, hash, err := s.userByEmail(ctx, trimEmail(username))
 	if errors.Is(err, errNoUser) {
 		s.hasher.VerifyDummy(ctx, password)
@@ -141,6 +145,8 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) error {
 		if newHash, err := s.hasher.Hash(ctx, password); err == nil {
 			if err := s.setPasswordHash(ctx, u.ID, newHash); err != nil {
 				s.log.Warn("could not upgrade password hash", zap.String("user_id", u.ID), zap.Error(err))
+			} else if isBcrypt(hash) {
+				s.legacyHashUpgraded(ctx)
 			}
 		}
 	}

@@ -3,6 +3,7 @@ package accounts
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"sync"
@@ -199,5 +200,74 @@ func BenchmarkVerifyPassword(b *testing.B) {
 		if _, err := h.Verify(ctx, "Secret!pw", enc); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestVerifyBcryptPast72Bytes: bcrypt reads 72 bytes of a password; a
+// match that may not be the real password is never a reason to rehash.
+func TestVerifyBcryptPast72Bytes(t *testing.T) {
+	ctx := context.Background()
+	h := newTestHasher(t, fastArgon2, 1)
+	long := strings.Repeat("Long!pass-", 9) // 90 bytes
+	b, err := bcrypt.GenerateFromPassword([]byte(long[:72]), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, typed := range map[string]string{
+		"the real password":      long,
+		"another tail":           long[:72] + "x",
+		"exactly the 72 bytes":   long[:72],
+		"72 bytes and 1000 more": long[:72] + strings.Repeat("y", 1000),
+	} {
+		if rehash, err := h.Verify(ctx, typed, string(b)); err != nil || rehash {
+			t.Errorf("%s: Verify = %v, %v; want false (no rehash), nil", name, rehash, err)
+		}
+	}
+	if _, err := h.Verify(ctx, long[:71], string(b)); !errors.Is(err, ErrMismatch) {
+		t.Errorf("71 bytes: err = %v, want ErrMismatch", err)
+	}
+
+	// bcrypt ends a shorter password with a NUL and repeats it: a typed
+	// password with a NUL can match another one's hash.
+	short, err := bcrypt.GenerateFromPassword([]byte("Old!pass"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rehash, err := h.Verify(ctx, "Old!pass\x00Old!pass", string(short)); err != nil || rehash {
+		t.Errorf("NUL-repeated password: Verify = %v, %v; want a match without rehash", rehash, err)
+	}
+	if rehash, err := h.Verify(ctx, "Old!pass", string(short)); err != nil || !rehash {
+		t.Errorf("the real short password: Verify = %v, %v; want a match with rehash", rehash, err)
+	}
+}
+
+func TestSetLegacyCost(t *testing.T) {
+	h := newTestHasher(t, fastArgon2, 1)
+	for set, want := range map[int]int{0: 0, 12: 12, 31: maxLegacyPadCost, -1: 0} {
+		h.SetLegacyCost(set)
+		if got := h.LegacyCost(); got != want {
+			t.Errorf("SetLegacyCost(%d): LegacyCost = %d, want %d", set, got, want)
+		}
+	}
+	// A wrong password still fails with a legacy cost set, for either
+	// kind of hash, and the dummy verification does not panic.
+	h.SetLegacyCost(5)
+	ctx := context.Background()
+	enc, _ := h.Hash(ctx, "Secret!pw")
+	old, _ := bcrypt.GenerateFromPassword([]byte("Secret!pw"), bcrypt.MinCost)
+	for _, hash := range []string{enc, string(old)} {
+		if _, err := h.Verify(ctx, "Wrong!pw", hash); !errors.Is(err, ErrMismatch) {
+			t.Errorf("%.4s: err = %v, want ErrMismatch", hash, err)
+		}
+	}
+	h.VerifyDummy(ctx, "Wrong!pw")
+	// The dummy bcrypt hashes are well formed: a verification against
+	// one does the work and fails as a mismatch, not on the format.
+	dummy := fmt.Sprintf("$2b$%02d$%s", 5, h.bcryptDummy)
+	if err := bcrypt.CompareHashAndPassword([]byte(dummy), []byte("Wrong!pw")); !errors.Is(err, bcrypt.ErrMismatchedHashAndPassword) {
+		t.Errorf("dummy bcrypt hash %q: %v, want a mismatch", dummy, err)
+	}
+	if c, err := bcrypt.Cost([]byte(dummy)); err != nil || c != 5 {
+		t.Errorf("dummy bcrypt hash cost %d, %v", c, err)
 	}
 }

@@ -31,6 +31,10 @@ type Config struct {
 	Leeway time.Duration
 	// Issuer is the "iss" claim set and required (default "caddy-accounts").
 	Issuer string
+	// Audience, when set, is the "aud" claim written into tokens and
+	// required of them (see TokenIssuer.RequireAudience). Default: none,
+	// neither written nor checked.
+	Audience string
 	// AcceptTokensWithoutIssuer also accepts tokens with no "iss" claim,
 	// as the FastAPI backend issued them (see TokenIssuer.AcceptMissingIssuer).
 	AcceptTokensWithoutIssuer bool
@@ -82,6 +86,8 @@ type Service struct {
 	db     *pgxpool.Pool
 	tokens *TokenIssuer
 	hasher *Hasher
+	// legacy tracks the old backend's bcrypt hashes (legacyhash.go).
+	legacy legacyHashes
 	log    *zap.Logger
 	cfg    Config
 	cache  *authCache
@@ -137,6 +143,9 @@ func New(pool *pgxpool.Pool, keys *KeySet, cfg Config, log *zap.Logger) (*Servic
 	tokens := NewTokenIssuer(keys, cfg.Issuer, cfg.TokenLifetime, cfg.Leeway)
 	if cfg.AcceptTokensWithoutIssuer {
 		tokens.AcceptMissingIssuer()
+	}
+	if cfg.Audience != "" {
+		tokens.RequireAudience(cfg.Audience)
 	}
 	return &Service{
 		db:     pool,

@@ -160,6 +160,7 @@ const (
 	revokedByUser           = "revoked"
 	revokedByPasswordChange = "password_change"
 	revokedByReuse          = "reuse"
+	revokedByDeactivation   = "deactivated"
 )
 
 // refreshTokenBytes is the entropy of a refresh token: 256 bits.
@@ -392,25 +393,11 @@ func revokeOtherSessions(ctx context.Context, tx pgx.Tx, userID, except, reason 
 // logoutAll revokes every session of user userID and refuses every
 // access token issued so far, in one transaction, and returns how many
 // sessions it revoked.
-//
-// tokens_valid_after is set to the start of the next whole second by this
-// instance's clock (the clock that writes iat): iat has one-second
-// resolution, so a token issued earlier in this very second has an iat
-// before it too. A token issued after logout-all in the same second
-// would be refused as well; issueAccessToken waits for that second to end
-// instead. Instances' clocks must agree (NTP); the session revocation,
-// which refuses every token with a sid, does not depend on clocks at all.
 func (s *Service) logoutAll(ctx context.Context, userID string) (int64, error) {
-	validAfter := time.Now().Truncate(time.Second).Add(time.Second)
 	var n int64
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx,
-			"UPDATE users SET tokens_valid_after = GREATEST(tokens_valid_after, $2) WHERE id = $1",
-			userID, validAfter); err != nil {
-			return fmt.Errorf("setting tokens_valid_after: %w", err)
-		}
 		var err error
-		n, err = revokeOtherSessions(ctx, tx, userID, "", revokedByLogoutAll)
+		n, err = endAllSessions(ctx, tx, userID, revokedByLogoutAll)
 		return err
 	})
 	if err != nil {
@@ -420,6 +407,28 @@ func (s *Service) logoutAll(ctx context.Context, userID string) (int64, error) {
 	// one must refuse the old tokens on the very next request.
 	s.cache.invalidate(userID)
 	return n, nil
+}
+
+// endAllSessions ends every session of user userID and refuses every
+// access token issued so far, inside tx, and returns how many sessions it
+// revoked. The caller invalidates the user's cache entry after the
+// commit.
+//
+// tokens_valid_after is set to the start of the next whole second by this
+// instance's clock (the clock that writes iat): iat has one-second
+// resolution, so a token issued earlier in this very second has an iat
+// before it too. A token issued after it in the same second would be
+// refused as well; issueAccessToken waits for that second to end
+// instead. Instances' clocks must agree (NTP); the session revocation,
+// which refuses every token with a sid, does not depend on clocks at all.
+func endAllSessions(ctx context.Context, tx pgx.Tx, userID, reason string) (int64, error) {
+	validAfter := time.Now().Truncate(time.Second).Add(time.Second)
+	if _, err := tx.Exec(ctx,
+		"UPDATE users SET tokens_valid_after = GREATEST(tokens_valid_after, $2) WHERE id = $1",
+		userID, validAfter); err != nil {
+		return 0, fmt.Errorf("setting tokens_valid_after: %w", err)
+	}
+	return revokeOtherSessions(ctx, tx, userID, "", reason)
 }
 
 // revokedWindow is how long after its revocation a session's access

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"maps"
 	"math/big"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -133,10 +134,15 @@ func TestVerifyRefusesForgedTokens(t *testing.T) {
 		"no exp":                   sign(t, jwt.SigningMethodRS256, key, jwt.MapClaims{"sub": testUser.ID, "iss": "caddy-accounts", "iat": now.Unix()}, kid),
 		"wrong issuer":             sign(t, jwt.SigningMethodRS256, key, claimsFor(testUser.ID, now, now.Add(time.Hour), "evil"), kid),
 		"no issuer":                sign(t, jwt.SigningMethodRS256, key, claimsFor(testUser.ID, now, now.Add(time.Hour), ""), kid),
-		"unknown kid":              sign(t, jwt.SigningMethodRS256, key, valid, "nope"),
 		"numeric kid":              sign(t, jwt.SigningMethodRS256, key, valid, ""),
 		"another key, our kid":     sign(t, jwt.SigningMethodRS256, testKey(t, 1), valid, kid),
 		"another key, no kid":      sign(t, jwt.SigningMethodRS256, testKey(t, 1), valid, ""),
+		"another key, unknown kid": sign(t, jwt.SigningMethodRS256, testKey(t, 1), valid, "nope"),
+		"another key, its own kid": sign(t, jwt.SigningMethodRS256, testKey(t, 1), valid, KeyID(&testKey(t, 1).PublicKey)),
+		"unknown kid, HS256":       sign(t, jwt.SigningMethodHS256, pubPEM, valid, "nope"),
+		"crit header":              signWithHeader(t, key, valid, map[string]any{"kid": kid, "crit": []string{"exp"}}),
+		"crit header, no kid":      signWithHeader(t, key, valid, map[string]any{"crit": []string{"b64"}, "b64": false}),
+		"crit header, empty":       signWithHeader(t, key, valid, map[string]any{"kid": kid, "crit": []string{}}),
 		"subject not a UUID":       sign(t, jwt.SigningMethodRS256, key, claimsFor("admin", now, now.Add(time.Hour), "caddy-accounts"), kid),
 		"empty":                    "",
 		"garbage":                  "not.a.jwt",
@@ -153,13 +159,108 @@ func TestVerifyRefusesForgedTokens(t *testing.T) {
 	}
 
 	// Within the leeway an expired token still passes; a token without a
-	// kid (as the old backend issued them) passes with a known key.
+	// kid, or with a kid of the old backend's naming (PyJWT), passes when
+	// a known key signed it.
 	for name, tok := range map[string]string{
 		"expired 10s ago": sign(t, jwt.SigningMethodRS256, key, claimsFor(testUser.ID, now.Add(-time.Hour), now.Add(-10*time.Second), "caddy-accounts"), kid),
 		"no kid":          sign(t, jwt.SigningMethodRS256, key, valid, ""),
+		"unknown kid":     sign(t, jwt.SigningMethodRS256, key, valid, "backend-key-1"),
 	} {
 		if _, err := ti.Verify(tok); err != nil {
 			t.Errorf("%s: refused: %v", name, err)
+		}
+	}
+}
+
+// signWithHeader signs claims with RS256 and key, with header fields
+// added to alg and typ.
+func signWithHeader(t *testing.T, key any, claims jwt.MapClaims, header map[string]any) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
+	maps.Copy(tok.Header, header)
+	s, err := tok.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestVerifyUnknownKIDOfAVerifyOnlyKey: a token with a kid the set does
+// not know passes when any key of the set signed it, a retired one too.
+func TestVerifyUnknownKIDOfAVerifyOnlyKey(t *testing.T) {
+	oldKey, newKey := testKey(t, 0), testKey(t, 1)
+	ks, err := NewKeySet(newKey, &oldKey.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ti := NewTokenIssuer(ks, "caddy-accounts", time.Hour, 0)
+	now := time.Now()
+	valid := claimsFor(testUser.ID, now, now.Add(time.Hour), "caddy-accounts")
+	for _, key := range []*rsa.PrivateKey{oldKey, newKey} {
+		if _, err := ti.Verify(sign(t, jwt.SigningMethodRS256, key, valid, "kid-of-the-old-backend")); err != nil {
+			t.Errorf("key %s: refused: %v", KeyID(&key.PublicKey), err)
+		}
+	}
+}
+
+// TestAudience: with an audience configured, issued tokens carry it and
+// only tokens naming it pass; without one, aud is neither written nor
+// checked.
+func TestAudience(t *testing.T) {
+	key := testKey(t, 0)
+	kid := KeyID(&key.PublicKey)
+	now := time.Now()
+	withAud := func(aud any) jwt.MapClaims {
+		c := claimsFor(testUser.ID, now, now.Add(time.Hour), "caddy-accounts")
+		if aud != nil {
+			c["aud"] = aud
+		}
+		return c
+	}
+
+	plain := newTestIssuer(t)
+	tok, _, err := plain.Issue(testUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if aud, ok := decodeSegment(t, tok, 1)["aud"]; ok {
+		t.Fatalf("aud %v written without an audience configured", aud)
+	}
+	if _, err := plain.Verify(sign(t, jwt.SigningMethodRS256, key, withAud("anything"), kid)); err != nil {
+		t.Fatalf("aud checked without an audience configured: %v", err)
+	}
+
+	ti := newTestIssuer(t)
+	ti.RequireAudience("docs.example")
+	tok, claims, err := ti.Issue(testUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := decodeSegment(t, tok, 1)["aud"]; !reflect.DeepEqual(got, []any{"docs.example"}) {
+		t.Fatalf("issued aud = %#v, want [docs.example]", got)
+	}
+	if !slices.Equal(claims.Audience, []string{"docs.example"}) {
+		t.Fatalf("claims.Audience = %v", claims.Audience)
+	}
+	for name, tok := range map[string]string{
+		"issued":             tok,
+		"aud string":         sign(t, jwt.SigningMethodRS256, key, withAud("docs.example"), kid),
+		"aud list with ours": sign(t, jwt.SigningMethodRS256, key, withAud([]string{"other", "docs.example"}), kid),
+	} {
+		if _, err := ti.Verify(tok); err != nil {
+			t.Errorf("%s: refused: %v", name, err)
+		}
+	}
+	for name, tok := range map[string]string{
+		"no aud":          sign(t, jwt.SigningMethodRS256, key, withAud(nil), kid),
+		"other aud":       sign(t, jwt.SigningMethodRS256, key, withAud("other.example"), kid),
+		"aud list":        sign(t, jwt.SigningMethodRS256, key, withAud([]string{"a", "b"}), kid),
+		"empty aud":       sign(t, jwt.SigningMethodRS256, key, withAud(""), kid),
+		"aud not strings": sign(t, jwt.SigningMethodRS256, key, withAud(7), kid),
+		"issued by plain": func() string { s, _, _ := plain.Issue(testUser); return s }(),
+	} {
+		if c, err := ti.Verify(tok); err == nil {
+			t.Errorf("%s: accepted, claims %+v", name, c)
 		}
 	}
 }

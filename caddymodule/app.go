@@ -37,6 +37,7 @@ const (
 	envPublicKey      = "JWT_PUBLIC_KEY"
 	envPublicKeyFile  = "JWT_PUBLIC_KEY_FILE"
 	envSettingsDir    = "SETTINGS_DIR"
+	envAudience       = "JWT_AUDIENCE"
 )
 
 // App is the accounts app: one per config, shared by the accounts
@@ -46,7 +47,8 @@ const (
 //
 // Every option may hold placeholders such as {env.NAME}, and an option
 // left empty falls back to the environment: DATABASE_URL,
-// JWT_PRIVATE_KEY / JWT_PRIVATE_KEY_FILE, JWT_PUBLIC_KEY / JWT_PUBLIC_KEY_FILE.
+// JWT_PRIVATE_KEY / JWT_PRIVATE_KEY_FILE, JWT_PUBLIC_KEY / JWT_PUBLIC_KEY_FILE,
+// JWT_AUDIENCE.
 type App struct {
 	// PostgreSQL connection URL, e.g. postgres://user:pass@host/db.
 	DatabaseURL string `json:"database_url,omitempty"`
@@ -75,6 +77,10 @@ type App struct {
 	// The "iss" claim written into tokens and required of them.
 	// Default: caddy-accounts.
 	Issuer string `json:"issuer,omitempty"`
+	// The "aud" claim written into tokens and required of them; tokens
+	// without it (such as the old backend's) are then refused. Default:
+	// $JWT_AUDIENCE, else none: "aud" is neither written nor checked.
+	Audience string `json:"audience,omitempty"`
 	// Also accept tokens without an "iss" claim, as the FastAPI backend
 	// issued them; for the first token lifetime after taking over an old
 	// deployment. A token naming another issuer is still refused.
@@ -234,6 +240,7 @@ func (a *App) resolve() error {
 	}
 	fill(&a.DatabaseURL, envDatabaseURL)
 	fill(&a.SettingsDir, envSettingsDir)
+	fill(&a.Audience, envAudience)
 	if a.SettingsDir == "" {
 		a.SettingsDir = "settings"
 	}
@@ -324,6 +331,7 @@ func (a *App) serviceConfig() accounts.Config {
 		TokenLifetime:             time.Duration(a.TokenLifetime),
 		Leeway:                    time.Duration(a.Leeway),
 		Issuer:                    a.Issuer,
+		Audience:                  a.Audience,
 		AcceptTokensWithoutIssuer: a.AcceptTokensWithoutIssuer,
 		HashConcurrency:           a.HashConcurrency,
 		SettingsDir:               a.SettingsDir,

@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/caddyaccounts/gateway/accounts"
+	"github.com/caddyaccounts/gateway/edge"
 	"github.com/caddyaccounts/gateway/internal/pgtest"
 )
 
@@ -133,7 +134,7 @@ func BenchmarkAuthHandler(b *testing.B) {
 		if err := h.ServeHTTP(w, r, next); err != nil {
 			return err
 		}
-		if got := r.Header.Get(accounts.UserIDHeader); got == "" || got == "forged" {
+		if got := r.Header.Get(edge.UserIDHeader); got == "" || got == "forged" {
 			return fmt.Errorf("X-User-Id = %q after the handler", got)
 		}
 		return nil
@@ -162,7 +163,7 @@ func BenchmarkAuthHandler(b *testing.B) {
 			}
 		}
 		// A refused request would look the same to the loop.
-		if got := batch[(b.N-1)%batchSize].Header.Get(accounts.UserIDHeader); got == "forged" {
+		if got := batch[(b.N-1)%batchSize].Header.Get(edge.UserIDHeader); got == "forged" {
 			b.Fatal("the last request was refused")
 		}
 	})

@@ -35,6 +35,7 @@ func init() {
 //		verify_key_file  <path>   (repeatable: old keys of a rotation)
 //		token_lifetime   <duration>
 //		issuer           <iss>
+//		audience         <aud>
 //		accept_tokens_without_issuer
 //		leeway           <duration>
 //		argon2           <memory_kib> <iterations> <parallelism>
@@ -129,6 +130,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			a.AITestAllow = append(a.AITestAllow, args...)
 		case "issuer":
 			err = oneString(d, &a.Issuer)
+		case "audience":
+			err = oneString(d, &a.Audience)
 		case "token_lifetime":
 			err = oneDuration(d, &a.TokenLifetime)
 		case "leeway":

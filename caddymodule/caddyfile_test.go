@@ -26,6 +26,7 @@ func TestGlobalOption(t *testing.T) {
 		verify_key_file /keys/old2.pem
 		token_lifetime 2h
 		issuer example
+		audience docs.example
 		accept_tokens_without_issuer
 		leeway 10s
 		argon2 65536 3 2
@@ -42,7 +43,7 @@ func TestGlobalOption(t *testing.T) {
 	got, _ := json.Marshal(app)
 	want := `{"database_url":"postgres://u@h/db","max_conns":12,"private_key_file":"/keys/private.pem",` +
 		`"public_key_file":"/keys/public.pem","verify_key_files":["/keys/old1.pem","/keys/old2.pem"],` +
-		`"token_lifetime":7200000000000,"issuer":"example","accept_tokens_without_issuer":true,"leeway":10000000000,` +
+		`"token_lifetime":7200000000000,"issuer":"example","audience":"docs.example","accept_tokens_without_issuer":true,"leeway":10000000000,` +
 		`"argon2":{"memory_kib":65536,"iterations":3,"parallelism":2},"hash_concurrency":4,` +
 		`"settings_dir":"/settings","ai_test_allow":["127.0.0.1/32","::1","169.254.0.0/16"],"skip_migrations":true}`
 	if string(got) != want {
@@ -56,6 +57,7 @@ func TestGlobalOptionErrors(t *testing.T) {
 		"accounts {\n nonsense 1\n}":                 `unknown accounts option "nonsense"`,
 		"accounts {\n database_url\n}":               "wrong argument count",
 		"accounts {\n database_url a b\n}":           "wrong argument count",
+		"accounts {\n audience\n}":                   "wrong argument count",
 		"accounts {\n token_lifetime soon\n}":        `bad duration "soon"`,
 		"accounts {\n max_conns -1\n}":               "want a non-negative integer",
 		"accounts {\n argon2 1 2\n}":                 "wrong argument count",

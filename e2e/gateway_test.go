@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 // The scenarios of the accounts API through the real gateway: register,
@@ -555,7 +557,9 @@ func TestMeDeactivatedUser(t *testing.T) {
 	}
 	expectTokenRefused(t, c, token, "a deactivated user's")
 
-	// Reactivated, the same token works again.
+	// Reactivated by hand in the database, the same token works again
+	// (the API's deactivation ends the tokens for good:
+	// TestReactivationRevivesNoToken).
 	g.Exec(t, "UPDATE users SET is_active = true WHERE id = $1", u.ID)
 	eventually(t, 5*time.Second, func() string {
 		if r := c.Get("/api/users/me", token); r.Status != http.StatusOK {
@@ -613,4 +617,86 @@ func TestUnknownAPIPath(t *testing.T) {
 	if allow := r.Header.Get("Allow"); !strings.Contains(allow, "POST") {
 		t.Errorf("Allow %q, want POST in it", allow)
 	}
+}
+
+// TestReactivationRevivesNoToken: an admin deactivates a user through the
+// API, then reactivates them. Every token and refresh token issued before
+// the deactivation stays refused, on the API and on the document
+// service's route; the user signs in again as usual.
+func TestReactivationRevivesNoToken(t *testing.T) {
+	t.Parallel()
+	g := sharedGateway(t)
+	c := g.Client(t)
+	admin := c.Register(uniqueEmail(t), password)
+	g.Exec(t, "UPDATE users SET role = 'admin' WHERE id = $1", admin.ID)
+	adminToken := c.Login(admin.Email, password)
+
+	u := c.Register(uniqueEmail(t), password)
+	login := c.PostForm("/api/auth/login", url.Values{"username": {u.Email}, "password": {password}})
+	expectStatus(t, login, http.StatusOK)
+	var body tokenBody
+	login.Decode(t, &body)
+	access, refresh := body.AccessToken, refreshCookieOf(t, login)
+	second := c.Login(u.Email, password)
+	for _, tok := range []string{access, second} {
+		expectStatus(t, c.Get("/api/users/me", tok), http.StatusOK)
+		expectStatus(t, c.Get("/api/documents/before", tok), http.StatusOK)
+	}
+
+	r := patchUser(c, adminToken, u.ID, `{"is_active": false}`)
+	expectStatus(t, r, http.StatusOK)
+	expectBearerError(t, c.Get("/api/users/me", access), "Could not validate credentials")
+	r = patchUser(c, adminToken, u.ID, `{"is_active": true}`)
+	expectStatus(t, r, http.StatusOK)
+	if got := expectUserObject(t, r.Body); !got.IsActive {
+		t.Fatalf("reactivation answered %s", r.Body)
+	}
+
+	marker := "/api/documents/revived-" + randomHex(6)
+	for _, tok := range []string{access, second} {
+		expectBearerError(t, c.Get("/api/users/me", tok), "Could not validate credentials")
+		expectBearerError(t, c.Get(marker, tok), "Could not validate credentials")
+	}
+	if got := g.Doc.WithPathPrefix(marker); len(got) != 0 {
+		t.Errorf("%d requests with a revived token reached the document service", len(got))
+	}
+	expectBearerError(t, c.PostJSON("/api/auth/refresh", "", map[string]string{"refresh_token": refresh}), "Invalid refresh token")
+
+	fresh := c.Login(u.Email, password)
+	expectStatus(t, c.Get("/api/users/me", fresh), http.StatusOK)
+	expectStatus(t, c.Get("/api/documents/after", fresh), http.StatusOK)
+}
+
+// TestLegacyLongPasswordNotLockedOut: an account of the old backend whose
+// real password is longer than 72 bytes (stored as bcrypt of its first
+// 72 bytes, as passlib did) signs in with any password sharing those 72
+// bytes, as before; such a login does not replace the hash, so the real
+// password keeps working.
+func TestLegacyLongPasswordNotLockedOut(t *testing.T) {
+	t.Parallel()
+	g := sharedGateway(t)
+	c := g.Client(t)
+	real := strings.Repeat("Long!pässwörd-", 6) // 96 bytes
+	hash, err := bcrypt.GenerateFromPassword([]byte(real[:72]), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	email := uniqueEmail(t)
+	var id string
+	querySQL(t, g.DatabaseURL, `INSERT INTO users (email, hashed_password, role, is_active) VALUES ($1, $2, 'user', true) RETURNING id::text`,
+		[]any{email, string(hash)}, &id)
+	// The last bcrypt hash of the shared database goes with the test.
+	t.Cleanup(func() { g.Exec(t, "DELETE FROM users WHERE id = $1", id) })
+
+	for i, typed := range []string{real[:72] + " and another tail", real, real} {
+		r := c.PostForm("/api/auth/login", url.Values{"username": {email}, "password": {typed}})
+		expectStatus(t, r, http.StatusOK)
+		var stored string
+		querySQL(t, g.DatabaseURL, "SELECT hashed_password FROM users WHERE id = $1", []any{id}, &stored)
+		if stored != string(hash) {
+			t.Fatalf("login %d replaced the bcrypt hash", i)
+		}
+	}
+	r := c.PostForm("/api/auth/login", url.Values{"username": {email}, "password": {real[:71]}})
+	expectBearerError(t, r, "Incorrect email or password")
 }

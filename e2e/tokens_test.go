@@ -3,10 +3,13 @@ package e2e
 import (
 	"crypto"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -249,6 +252,7 @@ func TestTokenForgeriesRefused(t *testing.T) {
 		"signed by the test with the real key":         signToken(t, jwt.SigningMethodRS256, realKey, withKID, claims(nil)),
 		"exp 5s ago, within the 30s leeway":            signToken(t, jwt.SigningMethodRS256, realKey, withKID, claims(func(m jwt.MapClaims) { m["exp"] = time.Now().Add(-5 * time.Second).Unix() })),
 		"without kid (as the old backend signed them)": signToken(t, jwt.SigningMethodRS256, realKey, nil, claims(nil)),
+		"a kid of the old backend's naming":            signToken(t, jwt.SigningMethodRS256, realKey, map[string]any{"kid": "unknown-key"}, claims(nil)),
 		"issued by the gateway":                        issued,
 	}
 	for name, token := range controls {
@@ -282,16 +286,19 @@ func TestTokenForgeriesRefused(t *testing.T) {
 		"issued in the future": signToken(t, jwt.SigningMethodRS256, realKey, withKID, claims(func(m jwt.MapClaims) {
 			m["iat"] = time.Now().Add(10 * time.Minute).Unix()
 		})),
-		"no exp":                  signToken(t, jwt.SigningMethodRS256, realKey, withKID, claims(func(m jwt.MapClaims) { delete(m, "exp") })),
-		"issuer evil":             signToken(t, jwt.SigningMethodRS256, realKey, withKID, claims(func(m jwt.MapClaims) { m["iss"] = "evil" })),
-		"no issuer":               signToken(t, jwt.SigningMethodRS256, realKey, withKID, claims(func(m jwt.MapClaims) { delete(m, "iss") })),
-		"unknown kid":             signToken(t, jwt.SigningMethodRS256, realKey, map[string]any{"kid": "unknown-key"}, claims(nil)),
-		"kid not a string":        signToken(t, jwt.SigningMethodRS256, realKey, map[string]any{"kid": 42}, claims(nil)),
-		"other key, own kid":      signToken(t, jwt.SigningMethodRS256, otherKey, map[string]any{"kid": otherKID}, claims(nil)),
-		"other key, the real kid": signToken(t, jwt.SigningMethodRS256, otherKey, withKID, claims(nil)),
-		"other key, no kid":       signToken(t, jwt.SigningMethodRS256, otherKey, nil, claims(nil)),
-		"sub of nobody":           signToken(t, jwt.SigningMethodRS256, realKey, withKID, claims(func(m jwt.MapClaims) { m["sub"] = "00000000-0000-4000-8000-000000000001" })),
-		"sub not a UUID":          signToken(t, jwt.SigningMethodRS256, realKey, withKID, claims(func(m jwt.MapClaims) { m["sub"] = u.Email })),
+		"no exp":                   signToken(t, jwt.SigningMethodRS256, realKey, withKID, claims(func(m jwt.MapClaims) { delete(m, "exp") })),
+		"issuer evil":              signToken(t, jwt.SigningMethodRS256, realKey, withKID, claims(func(m jwt.MapClaims) { m["iss"] = "evil" })),
+		"no issuer":                signToken(t, jwt.SigningMethodRS256, realKey, withKID, claims(func(m jwt.MapClaims) { delete(m, "iss") })),
+		"other key, unknown kid":   signToken(t, jwt.SigningMethodRS256, otherKey, map[string]any{"kid": "unknown-key"}, claims(nil)),
+		"crit header":              signToken(t, jwt.SigningMethodRS256, realKey, map[string]any{"kid": kid, "crit": []string{"exp"}}, claims(nil)),
+		"crit header, unknown kid": signToken(t, jwt.SigningMethodRS256, realKey, map[string]any{"kid": "unknown-key", "crit": []string{"b64"}, "b64": false}, claims(nil)),
+		"crit header, no kid":      signToken(t, jwt.SigningMethodRS256, realKey, map[string]any{"crit": []string{"x-custom"}, "x-custom": true}, claims(nil)),
+		"kid not a string":         signToken(t, jwt.SigningMethodRS256, realKey, map[string]any{"kid": 42}, claims(nil)),
+		"other key, own kid":       signToken(t, jwt.SigningMethodRS256, otherKey, map[string]any{"kid": otherKID}, claims(nil)),
+		"other key, the real kid":  signToken(t, jwt.SigningMethodRS256, otherKey, withKID, claims(nil)),
+		"other key, no kid":        signToken(t, jwt.SigningMethodRS256, otherKey, nil, claims(nil)),
+		"sub of nobody":            signToken(t, jwt.SigningMethodRS256, realKey, withKID, claims(func(m jwt.MapClaims) { m["sub"] = "00000000-0000-4000-8000-000000000001" })),
+		"sub not a UUID":           signToken(t, jwt.SigningMethodRS256, realKey, withKID, claims(func(m jwt.MapClaims) { m["sub"] = u.Email })),
 	}
 	marker := "/api/documents/forged-" + randomHex(6)
 	names := make([]string, 0, len(forgeries))
@@ -308,5 +315,125 @@ func TestTokenForgeriesRefused(t *testing.T) {
 	}
 	if got := g.Doc.WithPathPrefix(marker); len(got) != 0 {
 		t.Errorf("%d forged requests reached the document service", len(got))
+	}
+}
+
+// pyjwtToken makes an RS256 token the way the old backend's PyJWT did:
+// the header's members sorted ({"alg","kid","typ"}), compact JSON, the
+// payload's members in the order the backend wrote them, and an RSA
+// PKCS #1 v1.5 signature over SHA-256; no JWT library involved.
+func pyjwtToken(t *testing.T, key *rsa.PrivateKey, kid string, sub, email, role, iss string, iat, exp time.Time) string {
+	t.Helper()
+	header := `{"alg":"RS256","kid":` + jsonString(t, kid) + `,"typ":"JWT"}`
+	payload := fmt.Sprintf(`{"sub":%s,"email":%s,"role":%s,"exp":%d,"iat":%d,"iss":%s}`,
+		jsonString(t, sub), jsonString(t, email), jsonString(t, role), exp.Unix(), iat.Unix(), jsonString(t, iss))
+	enc := base64.RawURLEncoding
+	signingInput := enc.EncodeToString([]byte(header)) + "." + enc.EncodeToString([]byte(payload))
+	digest := sha256.Sum256([]byte(signingInput))
+	sig, err := rsa.SignPKCS1v15(nil, key, crypto.SHA256, digest[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signingInput + "." + enc.EncodeToString(sig)
+}
+
+func jsonString(t *testing.T, s string) string {
+	t.Helper()
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestCutOverKeepsOldBackendTokens: a token the old backend issued an
+// hour before the switch, signed with the very key the gateway now uses
+// and with the configured issuer, but with a kid of its own naming,
+// keeps its user signed in: on the API and through to the document
+// service, which gets the user's id. The same token signed by a key the
+// gateway does not have, or naming another issuer, is refused.
+func TestCutOverKeepsOldBackendTokens(t *testing.T) {
+	t.Parallel()
+	g := sharedGateway(t)
+	c := g.Client(t)
+	u, _, _ := c.NewUser()
+	iat := time.Now().Add(-time.Hour)
+	exp := iat.Add(8 * time.Hour)
+	old := pyjwtToken(t, testKey.Private, "backend-2024-key", u.ID, u.Email, "user", issuer, iat, exp)
+
+	r := c.Get("/api/users/me", old)
+	expectStatus(t, r, http.StatusOK)
+	if got := expectUserObject(t, r.Body); got.ID != u.ID {
+		t.Fatalf("me = %s, want %s", r.Body, u.ID)
+	}
+	path := "/api/documents/cut-over-" + randomHex(6)
+	expectStatus(t, c.Get(path, old), http.StatusOK)
+	got := g.Doc.WithPathPrefix(path)
+	if len(got) != 1 || got[0].Header.Get("X-User-Id") != u.ID {
+		t.Fatalf("document service got %d requests, X-User-Id %v; want one with %s", len(got), got, u.ID)
+	}
+
+	otherPriv, _, err := accounts.GenerateKeyPair(2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherKey, err := accounts.ParsePrivateKey(otherPriv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tok := range map[string]string{
+		"signed by another key":     pyjwtToken(t, otherKey, "backend-2024-key", u.ID, u.Email, "user", issuer, iat, exp),
+		"another issuer":            pyjwtToken(t, testKey.Private, "backend-2024-key", u.ID, u.Email, "user", "fastapi", iat, exp),
+		"expired before the switch": pyjwtToken(t, testKey.Private, "backend-2024-key", u.ID, u.Email, "user", issuer, iat.Add(-9*time.Hour), iat.Add(-time.Hour)),
+	} {
+		t.Run(name, func(t *testing.T) {
+			expectBearerError(t, c.Get("/api/users/me", tok), "Could not validate credentials")
+		})
+	}
+}
+
+// TestAudienceFromEnvironment: with JWT_AUDIENCE set (the project's
+// Caddyfile leaves the option out), issued tokens carry it in aud and a
+// token without it, such as the old backend's, is refused.
+func TestAudienceFromEnvironment(t *testing.T) {
+	t.Parallel()
+	g := startGateway(t, GatewayOptions{Env: map[string]string{"JWT_AUDIENCE": "docs.example"}})
+	c := g.Client(t)
+	u, _, token := c.NewUser()
+	var claims map[string]any
+	payload, err := base64.RawURLEncoding.DecodeString(strings.Split(token, ".")[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		t.Fatal(err)
+	}
+	if aud, ok := claims["aud"].([]any); !ok || len(aud) != 1 || aud[0] != "docs.example" {
+		t.Fatalf("aud = %#v, want [docs.example]", claims["aud"])
+	}
+	expectStatus(t, c.Get("/api/users/me", token), http.StatusOK)
+	expectStatus(t, c.Get("/api/documents/aud", token), http.StatusOK)
+
+	now := time.Now()
+	base := jwt.MapClaims{"sub": u.ID, "email": u.Email, "role": "user", "iss": issuer, "iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}
+	with := func(aud any) jwt.MapClaims {
+		m := jwt.MapClaims{}
+		maps.Copy(m, base)
+		if aud != nil {
+			m["aud"] = aud
+		}
+		return m
+	}
+	kid := map[string]any{"kid": testKey.KID}
+	expectStatus(t, c.Get("/api/users/me", signToken(t, jwt.SigningMethodRS256, testKey.Private, kid, with("docs.example"))), http.StatusOK)
+	for name, tok := range map[string]string{
+		"no aud":        signToken(t, jwt.SigningMethodRS256, testKey.Private, kid, with(nil)),
+		"another aud":   signToken(t, jwt.SigningMethodRS256, testKey.Private, kid, with("other.example")),
+		"old backend's": pyjwtToken(t, testKey.Private, "backend-2024-key", u.ID, u.Email, "user", issuer, now.Add(-time.Minute), now.Add(time.Hour)),
+	} {
+		t.Run(name, func(t *testing.T) {
+			expectBearerError(t, c.Get("/api/users/me", tok), "Could not validate credentials")
+			expectBearerError(t, c.Get("/api/documents/aud", tok), "Could not validate credentials")
+		})
 	}
 }
