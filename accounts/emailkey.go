@@ -286,6 +286,19 @@ type EmailKeyConflict struct {
 	Normalisable bool
 }
 
+// Reason names the kind of conflict: "same_mailbox" (HolderID is set),
+// "not_normalisable", or "not_keyed_yet".
+func (c EmailKeyConflict) Reason() string {
+	switch {
+	case !c.Normalisable:
+		return "not_normalisable"
+	case c.HolderID != "":
+		return "same_mailbox"
+	default:
+		return "not_keyed_yet"
+	}
+}
+
 // String describes the conflict by user ids, never by address.
 func (c EmailKeyConflict) String() string {
 	switch {
