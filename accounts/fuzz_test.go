@@ -401,7 +401,8 @@ func FuzzRegisterAndLoginHandlers(f *testing.F) {
 func FuzzCheckEmail(f *testing.F) {
 	for _, s := range []string{"a@b.co", "First.Last+tag@example.com", "user@bücher.de", "u@xn--bcher-kva.de",
 		"a b@c.co", "a@b@c.co", "a@b .co", "a@b.co ", "a@b.c\u00a0o", "a@b.c\u3000o", "a@\u0000.co",
-		"a@b.co\n", "\xff@b.co", "a@b.\xff\xfe", "a@" + strings.Repeat("b", 250) + ".co", "\"a\"@b.co", "a@[127.0.0.1]"} {
+		"a@b.co\n", "\xff@b.co", "a@b.\xff\xfe", "a@" + strings.Repeat("b", 250) + ".co", "\"a\"@b.co", "a@[127.0.0.1]",
+		"u@exаmple.com", "u@ｅxample.com", "u@xn--exmple-4nf.com", "u@東京タワー.jp", "u@ab--cd.com"} {
 		f.Add(s)
 	}
 	const prefix = "value is not a valid email address: "
@@ -427,6 +428,10 @@ func FuzzCheckEmail(f *testing.F) {
 		local, domain, _ := strings.Cut(email, "@")
 		if local == "" || !strings.Contains(domain, ".") {
 			t.Fatalf("checkEmail accepted %q", email)
+		}
+		// Every address registration accepts has a key (createUser).
+		if key, err := emailKey(email); err != nil || key != strings.ToLower(key) {
+			t.Fatalf("checkEmail accepted %q, whose key is %q, %v", email, key, err)
 		}
 	})
 }

@@ -57,7 +57,9 @@ func LoadMigrations(fsys fs.FS) ([]Migration, error) {
 // Migrate applies every migration of fsys not yet recorded in the
 // schema_migrations table, each in its own transaction, while holding a
 // session advisory lock so that concurrent instances apply them once.
-// It returns the names of the migrations it applied.
+// Then, under the same lock, it gives user rows without one their
+// normalised email key (emailkey.go); EmailKeyConflicts reports the rows
+// it could not. It returns the names of the migrations it applied.
 func Migrate(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS) ([]string, error) {
 	ms, err := LoadMigrations(fsys)
 	if err != nil {
@@ -112,6 +114,10 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS) ([]string, err
 			return done, fmt.Errorf("applying migration %s: %w", m.Name, err)
 		}
 		done = append(done, m.Name)
+	}
+	// Then the steps SQL cannot do, under the same lock.
+	if err := backfillEmailKeys(ctx, conn); err != nil {
+		return done, err
 	}
 	return done, nil
 }

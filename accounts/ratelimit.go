@@ -61,7 +61,7 @@ type RateLimitConfig struct {
 	// IPWindow is the window of IPRequests (default 1m).
 	IPWindow time.Duration
 	// LoginFailures is how many login attempts on one account name (the
-	// email as typed, trimmed and lowercased) may fail per LoginWindow
+	// email as typed, trimmed and normalised) may fail per LoginWindow
 	// before further attempts are refused for a while (default 10).
 	LoginFailures int
 	// LoginWindow is the window of LoginFailures (default 15m).
@@ -115,8 +115,8 @@ func (c RateLimitConfig) withDefaults() (RateLimitConfig, error) {
 // the window's end; for a brute-force brake that is good enough and costs
 // one row per address.
 //
-// Per account name (the email as tried, trimmed and lowercased, whether
-// or not an account has it), at most LoginFailures login attempts per
+// Per account name (the email as tried, trimmed and normalised as in
+// emailkey.go, whether or not an account has it), at most LoginFailures login attempts per
 // LoginWindow may fail. Every attempt is counted when it starts and the
 // count is cleared when its password turns out right, so concurrent
 // attempts cannot slip past the limit together. The attempt that reaches
@@ -206,9 +206,17 @@ func ipKey(ip string) string {
 
 // loginKey is the rate_limits key of an account name. The email is
 // hashed: the key stays short whatever was typed, and the table holds no
-// addresses.
+// addresses. An address counts under its normalised key (emailkey.go), so
+// that the spellings of one mailbox, which all log in to its account,
+// share one limit; for an ASCII address that is its lower-case form.
 func loginKey(username string) string {
-	sum := sha256.Sum256([]byte(strings.ToLower(strings.TrimSpace(username))))
+	name := strings.TrimSpace(username)
+	if key, err := emailKey(name); err == nil {
+		name = key
+	} else {
+		name = strings.ToLower(name)
+	}
+	sum := sha256.Sum256([]byte(name))
 	return "login:" + hex.EncodeToString(sum[:])
 }
 

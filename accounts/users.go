@@ -73,15 +73,33 @@ func (s *Service) UserByID(ctx context.Context, id string) (*User, error) {
 	return u, nil
 }
 
-// userByEmail loads a user and their password hash by email, in any
-// letter case.
+// byEmail selects the user an address names: the one whose stored email
+// it is in any letter case, else the one whose normalised key it has
+// (emailkey.go). The exact match comes first so that an account left
+// without a key (a migration conflict) still logs in with its own
+// address. $1 is the address, $2 its key or NULL.
+const byEmail = `(lower(email) = lower($1) OR email_key = $2)
+	ORDER BY lower(email) = lower($1) DESC LIMIT 1`
+
+// emailKeyArg is an address's key as a query argument: nil (NULL, which
+// matches no key) when it cannot be normalised.
+func emailKeyArg(email string) *string {
+	key, err := emailKey(email)
+	if err != nil {
+		return nil
+	}
+	return &key
+}
+
+// userByEmail loads a user and their password hash by email: any
+// spelling of the same mailbox (byEmail).
 func (s *Service) userByEmail(ctx context.Context, email string) (*User, string, error) {
 	if hasNUL(email) || !utf8.ValidString(email) {
 		return nil, "", errNoUser // no stored email is such text
 	}
 	var hash string
 	u, err := scanUser(s.db.QueryRow(ctx,
-		"SELECT "+userColumns+", hashed_password FROM users WHERE lower(email) = lower($1)", email), &hash)
+		"SELECT "+userColumns+", hashed_password FROM users WHERE "+byEmail, email, emailKeyArg(email)), &hash)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, "", errNoUser
 	}
@@ -94,14 +112,20 @@ func (s *Service) userByEmail(ctx context.Context, email string) (*User, string,
 // errEmailTaken is returned by createUser for a duplicate email.
 var errEmailTaken = newError(http.StatusConflict, "Email already registered")
 
-// createUser inserts a user and their profile in one transaction.
+// createUser inserts a user and their profile in one transaction. email
+// has passed checkEmail; another spelling of the same mailbox is
+// errEmailTaken (the unique email_key).
 func (s *Service) createUser(ctx context.Context, email, hash, role string, fullName *string) (*User, error) {
+	key, err := emailKey(email)
+	if err != nil {
+		return nil, fmt.Errorf("creating user: %w", err)
+	}
 	var u *User
-	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 		var err error
 		u, err = scanUser(tx.QueryRow(ctx,
-			"INSERT INTO users (email, hashed_password, role) VALUES ($1, $2, $3) RETURNING "+userColumns,
-			email, hash, role))
+			"INSERT INTO users (email, email_key, hashed_password, role) VALUES ($1, $2, $3, $4) RETURNING "+userColumns,
+			email, key, hash, role))
 		if err != nil {
 			return err
 		}
@@ -143,8 +167,8 @@ func (s *Service) CreateAdmin(ctx context.Context, email, password string) (*Use
 		return nil, false, err
 	}
 	u, err := scanUser(s.db.QueryRow(ctx,
-		`UPDATE users SET role = 'admin', is_active = true, hashed_password = $2, updated_at = now()
-		 WHERE lower(email) = lower($1) RETURNING `+userColumns, email, hash))
+		`UPDATE users SET role = 'admin', is_active = true, hashed_password = $3, updated_at = now()
+		 WHERE id = (SELECT id FROM users WHERE `+byEmail+`) RETURNING `+userColumns, email, emailKeyArg(email), hash))
 	if err == nil {
 		return u, false, nil
 	}

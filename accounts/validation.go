@@ -280,6 +280,9 @@ func checkEmail(email string) string {
 	if !emailTLD.MatchString(labels[len(labels)-1]) {
 		return prefix + "The part after the @-sign is not valid."
 	}
+	if msg := checkEmailDomain(domain); msg != "" {
+		return prefix + msg
+	}
 	return ""
 }
 

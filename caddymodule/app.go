@@ -188,6 +188,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		if err := a.migrate(ctx, pool); err != nil {
 			return err
 		}
+		a.reportEmailKeyConflicts(ctx, pool)
 	}
 
 	a.service, err = accounts.New(pool, keys, a.serviceConfig(), a.logger)
@@ -225,6 +226,35 @@ func (a *App) migrate(ctx caddy.Context, pool *pgxpool.Pool) error {
 		case <-time.After(wait):
 		}
 		wait = min(wait*2, 5*time.Second)
+	}
+}
+
+// maxConflictLines bounds the warnings reportEmailKeyConflicts logs at
+// one start; `caddy accounts migrate` lists them all.
+const maxConflictLines = 20
+
+// reportEmailKeyConflicts warns of each account that the migration left
+// without a normalised email key (accounts.EmailKeyConflicts), by user
+// id: addresses are personal data and stay out of the log.
+func (a *App) reportEmailKeyConflicts(ctx context.Context, pool *pgxpool.Pool) {
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conflicts, err := accounts.EmailKeyConflicts(cctx, pool)
+	if err != nil {
+		a.logger.Warn("could not check the accounts' email keys", zap.Error(err))
+		return
+	}
+	for i, c := range conflicts {
+		if i == maxConflictLines {
+			a.logger.Warn("more accounts without an email key; `caddy accounts migrate` lists them all",
+				zap.Int("more", len(conflicts)-i))
+			break
+		}
+		fields := []zap.Field{zap.String("user_id", c.UserID), zap.String("reason", c.Reason())}
+		if c.HolderID != "" {
+			fields = append(fields, zap.String("older_user_id", c.HolderID))
+		}
+		a.logger.Warn("account without an email key: it logs in only with its exact address until an operator resolves it", fields...)
 	}
 }
 

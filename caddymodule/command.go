@@ -30,7 +30,8 @@ Tools for the accounts app.
 
   genkeys       writes a fresh RSA key pair as .env lines (JWT_PRIVATE_KEY,
                 JWT_PUBLIC_KEY) to standard output or --out.
-  migrate       applies the database migrations.
+  migrate       applies the database migrations and lists the accounts
+                whose email is the same mailbox as an older account's.
   create-admin  creates an active admin, or makes an existing account one.
 
 migrate and create-admin find the database in DATABASE_URL, or in the
@@ -176,6 +177,17 @@ func migrateCommand() *cobra.Command {
 		}
 		for _, name := range applied {
 			fmt.Fprintln(cmd.OutOrStdout(), "applied", name)
+		}
+		conflicts, err := accounts.EmailKeyConflicts(ctx, pool)
+		if err != nil {
+			return err
+		}
+		if len(conflicts) > 0 {
+			fmt.Fprintf(cmd.OutOrStdout(), "%d account(s) without an email key: each logs in only with its exact address, "+
+				"and nothing was merged or deleted (README, \"Migrating from the FastAPI backend\"):\n", len(conflicts))
+		}
+		for _, c := range conflicts {
+			fmt.Fprintln(cmd.OutOrStdout(), " ", c)
 		}
 		return nil
 	}
