@@ -18,251 +18,30 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
-	"math/big"
 	"net/http"
-	"regexp"
-	"strconv"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/caddyaccounts/gateway/fastapi"
 
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 )
 
-// Paging bounds of GET /api/admin/users (API.md).
+// Paging bounds of every list of the API (API.md: GET /api/admin/users;
+// the others page the same way).
 const (
-	defaultUserPageSize = 100
-	maxUserPageSize     = 1000
+	defaultPageSize = 100
+	maxPageSize     = 1000
 )
 
 // Errors of the admin routes; their details are part of the contract.
 var (
-	errUserNotFound = newError(http.StatusNotFound, "User not found")
-	errLastAdmin    = newError(http.StatusConflict, "Cannot remove the last active admin")
+	errUserNotFound = fastapi.NewError(http.StatusNotFound, "User not found")
+	errLastAdmin    = fastapi.NewError(http.StatusConflict, "Cannot remove the last active admin")
 )
 
 // msgRole is pydantic's message for a role that is neither value.
 const msgRole = "Input should be 'user' or 'admin'"
-
-// ---- Query parameters ----
-
-// queryParams are a request's query parameters as FastAPI reads them,
-// validated one by one into pydantic-style 422 entries at ["query", name].
-type queryParams struct {
-	values map[string]string
-	errs   ValidationError
-}
-
-// readQuery parses r's query string as Starlette does: pairs split on
-// "&", "+" is a space, an invalid %-escape is kept as text, bytes that
-// are not UTF-8 become U+FFFD, a name without "=" has the value "", and of
-// a repeated name the last value counts.
-func readQuery(r *http.Request) *queryParams {
-	q := &queryParams{values: map[string]string{}}
-	for pair := range strings.SplitSeq(r.URL.RawQuery, "&") {
-		if pair == "" {
-			continue
-		}
-		name, value, _ := strings.Cut(pair, "=")
-		q.values[unquoteQuery(name)] = unquoteQuery(value)
-	}
-	return q
-}
-
-// unquoteQuery decodes one query-string component leniently, like
-// Python's urllib.parse.unquote_plus.
-func unquoteQuery(s string) string {
-	if !strings.ContainsAny(s, "%+") {
-		return strings.ToValidUTF8(s, "\uFFFD")
-	}
-	b := make([]byte, 0, len(s))
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '+':
-			b = append(b, ' ')
-		case c == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]):
-			n, _ := strconv.ParseUint(s[i+1:i+3], 16, 8)
-			b = append(b, byte(n))
-			i += 2
-		default:
-			b = append(b, c)
-		}
-	}
-	return strings.ToValidUTF8(string(b), "\uFFFD")
-}
-
-func isHex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
-}
-
-// String returns the parameter's value and whether it was given.
-func (q *queryParams) String(name string) (string, bool) {
-	v, ok := q.values[name]
-	return v, ok
-}
-
-// pydanticInt is the text form of an integer pydantic accepts from a
-// string (surrounding whitespace aside): an optional sign, digits with
-// single underscores between them, and an optional fraction of zeros.
-var pydanticInt = regexp.MustCompile(`^[+-]?[0-9]+(_[0-9]+)*(\.0+)?$`)
-
-// maxIntDigits is the longest integer pydantic parses (Python's limit).
-const maxIntDigits = 4300
-
-// Int returns the integer parameter name, def when it is absent. A value
-// outside [min, max] is refused; but when max is math.MaxInt64 (no upper
-// bound) a larger value is clamped to it instead, since PostgreSQL could
-// not take it and it means "past the end" anyway.
-func (q *queryParams) Int(name string, def, min, max int64) int64 {
-	s, ok := q.values[name]
-	if !ok {
-		return def
-	}
-	s = strings.TrimSpace(s)
-	if !pydanticInt.MatchString(s) {
-		q.errs.add("int_parsing", "Input should be a valid integer, unable to parse string as an integer", "query", name)
-		return def
-	}
-	s, _, _ = strings.Cut(s, ".")
-	s = strings.ReplaceAll(s, "_", "")
-	if len(strings.TrimLeft(s, "+-")) > maxIntDigits {
-		q.errs.add("int_parsing_size", "Unable to parse input string as an integer, exceeded maximum size", "query", name)
-		return def
-	}
-	n, _ := new(big.Int).SetString(s, 10)
-	switch {
-	case n.Cmp(big.NewInt(min)) < 0:
-		q.errs.add("greater_than_equal", fmt.Sprintf("Input should be greater than or equal to %d", min), "query", name)
-		return def
-	case max == math.MaxInt64 && !n.IsInt64():
-		return max
-	case n.Cmp(big.NewInt(max)) > 0:
-		q.errs.add("less_than_equal", fmt.Sprintf("Input should be less than or equal to %d", max), "query", name)
-		return def
-	}
-	return n.Int64()
-}
-
-// Role returns the role parameter name, if given and valid.
-func (q *queryParams) Role(name string) (string, bool) {
-	v, ok := q.values[name]
-	if !ok {
-		return "", false
-	}
-	if v != RoleUser && v != RoleAdmin {
-		q.errs.add("enum", msgRole, "query", name)
-		return "", false
-	}
-	return v, true
-}
-
-// Bool returns the boolean parameter name, if given and valid; see
-// parseBoolString.
-func (q *queryParams) Bool(name string) (value, ok bool) {
-	s, ok := q.values[name]
-	if !ok {
-		return false, false
-	}
-	v, valid := parseBoolString(s)
-	if !valid {
-		q.errs.add("bool_parsing", msgBoolParsing, "query", name)
-		return false, false
-	}
-	return v, true
-}
-
-// msgBoolParsing is pydantic's message for text that is no boolean.
-const msgBoolParsing = "Input should be a valid boolean, unable to interpret input"
-
-// parseBoolString reads a boolean as pydantic does from a string: 1, 0,
-// and true/false, yes/no, on/off, t/f, y/n in any letter case.
-func parseBoolString(s string) (value, ok bool) {
-	switch strings.ToLower(s) {
-	case "1", "true", "t", "yes", "y", "on":
-		return true, true
-	case "0", "false", "f", "no", "n", "off":
-		return false, true
-	}
-	return false, false
-}
-
-// ---- Path parameters ----
-
-// parseUUID parses s as pydantic's UUID type does (with the Rust uuid
-// crate): hyphenated, 32 hex digits, {braced} or urn:uuid:, in any letter
-// case. It returns the canonical form (lowercase, hyphenated), or the
-// crate's text for why s is not a UUID.
-func parseUUID(s string) (uuid string, reason string) {
-	hex := ""
-	switch {
-	case len(s) == 32:
-		hex = s
-	case len(s) == 36:
-		hex = unhyphenate(s)
-	case len(s) == 38 && s[0] == '{' && s[37] == '}':
-		hex = unhyphenate(s[1:37])
-	case len(s) == 45 && strings.HasPrefix(s, "urn:uuid:"):
-		hex = unhyphenate(s[9:])
-	}
-	if len(hex) == 32 && strings.IndexFunc(hex, func(r rune) bool { return r > 0x7f || !isHex(byte(r)) }) < 0 {
-		h := strings.ToLower(hex)
-		return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:], ""
-	}
-	return "", uuidParseError(s)
-}
-
-// unhyphenate returns the 32 digits of a hyphenated UUID, or "" when the
-// hyphens are not where they belong.
-func unhyphenate(s string) string {
-	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
-		return ""
-	}
-	return s[:8] + s[9:13] + s[14:18] + s[19:23] + s[24:]
-}
-
-// uuidParseError explains why s is not a UUID, in the words (and with
-// the 1-based byte positions) of the Rust uuid crate, which pydantic
-// quotes.
-func uuidParseError(input string) string {
-	if !utf8.ValidString(input) {
-		return "non-UTF8 input"
-	}
-	str, offset, simple := input, 0, true
-	switch {
-	case len(input) >= 2 && input[0] == '{' && input[len(input)-1] == '}':
-		str, offset, simple = input[1:len(input)-1], 1, false
-	case strings.HasPrefix(input, "urn:uuid:"):
-		str, offset, simple = input[len("urn:uuid:"):], len("urn:uuid:"), false
-	}
-	hyphens := 0
-	var bounds [4]int
-	for i, r := range str {
-		switch {
-		case r == '-':
-			if hyphens < 4 {
-				bounds[hyphens] = i
-			}
-			hyphens++
-		case r > 0x7f || !isHex(byte(r)):
-			return fmt.Sprintf("invalid character: expected an optional prefix of `urn:uuid:` followed by [0-9a-fA-F-], found `%c` at %d", r, i+offset+1)
-		}
-	}
-	switch {
-	case hyphens == 0 && simple:
-		return fmt.Sprintf("invalid length: expected length 32 for simple format, found %d", len(input))
-	case hyphens != 4:
-		return fmt.Sprintf("invalid group count: expected 5, found %d", hyphens+1)
-	}
-	starts := [5]int{0, 9, 14, 19, 24}
-	expected := [5]int{8, 4, 4, 4, 12}
-	for g := 0; g < 4; g++ {
-		if bounds[g] != starts[g+1]-1 {
-			return fmt.Sprintf("invalid group length in group %d: expected %d, found %d", g, expected[g], bounds[g]-starts[g])
-		}
-	}
-	return fmt.Sprintf("invalid group length in group 4: expected 12, found %d", len(input)-starts[4])
-}
 
 // ---- GET /api/admin/users ----
 
@@ -284,57 +63,23 @@ type userFilter struct {
 // listUsers returns one page of the users that f selects, oldest first
 // (created_at, then id), and how many it selects in all. Both come from
 // one snapshot.
-func (s *Service) listUsers(ctx context.Context, f userFilter, skip, limit int64) ([]*User, int64, error) {
-	users := []*User{}
+func (s *Service) listUsers(ctx context.Context, f userFilter, page fastapi.Page) ([]*User, int64, error) {
 	if strings.ContainsRune(f.search, 0) {
-		return users, 0, nil // no stored text holds a NUL
+		return []*User{}, 0, nil // no stored text holds a NUL
 	}
-	var where []string
-	var args []any
+	var q pagedQuery
 	if f.search != "" {
-		args = append(args, escapeLike(f.search))
-		where = append(where, fmt.Sprintf(`email ILIKE '%%' || $%d || '%%' ESCAPE '\'`, len(args)))
+		q.cond(`email ILIKE '%' || ` + q.arg(escapeLike(f.search)) + ` || '%' ESCAPE '\'`)
 	}
 	if f.role != nil {
-		args = append(args, *f.role)
-		where = append(where, fmt.Sprintf("role::text = $%d", len(args)))
+		q.cond("role::text = " + q.arg(*f.role))
 	}
 	if f.active != nil {
-		args = append(args, *f.active)
-		where = append(where, fmt.Sprintf("is_active = $%d", len(args)))
+		q.cond("is_active = " + q.arg(*f.active))
 	}
-	cond := ""
-	if len(where) > 0 {
-		cond = " WHERE " + strings.Join(where, " AND ")
-	}
-	var total int64
-	err := pgx.BeginTxFunc(ctx, s.db, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		if err := tx.QueryRow(ctx, "SELECT count(*) FROM users"+cond, args...).Scan(&total); err != nil {
-			return err
-		}
-		if total <= skip {
-			return nil
-		}
-		n := len(args)
-		rows, err := tx.Query(ctx, fmt.Sprintf("SELECT %s FROM users%s ORDER BY created_at, id OFFSET $%d LIMIT $%d",
-			userColumns, cond, n+1, n+2), append(args, skip, limit)...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			u, err := scanUser(rows)
-			if err != nil {
-				return err
-			}
-			users = append(users, u)
-		}
-		return rows.Err()
+	return listPage(ctx, s.db, "users", userColumns, "created_at, id", q, page, func(row pgx.Row) (*User, error) {
+		return scanUser(row)
 	})
-	if err != nil {
-		return nil, 0, fmt.Errorf("listing users: %w", err)
-	}
-	return users, total, nil
 }
 
 // handleListUsers serves GET /api/admin/users: a JSON array of users,
@@ -343,26 +88,24 @@ func (s *Service) listUsers(ctx context.Context, f userFilter, skip, limit int64
 // the email, any case, wildcards literal), role (user|admin), is_active
 // (a boolean as pydantic reads one).
 func (s *Service) handleListUsers(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	q := readQuery(r)
-	skip := q.Int("skip", 0, 0, math.MaxInt64)
-	limit := q.Int("limit", defaultUserPageSize, 1, maxUserPageSize)
+	q := fastapi.ReadQuery(r)
+	page := q.Page(defaultPageSize, maxPageSize)
 	var f userFilter
 	f.search, _ = q.String("q")
-	if role, ok := q.Role("role"); ok {
+	if role, ok := q.Enum("role", msgRole, RoleUser, RoleAdmin); ok {
 		f.role = &role
 	}
 	if active, ok := q.Bool("is_active"); ok {
 		f.active = &active
 	}
-	if err := q.errs.err(); err != nil {
+	if err := q.Err(); err != nil {
 		return err
 	}
-	users, total, err := s.listUsers(r.Context(), f, skip, limit)
+	users, total, err := s.listUsers(r.Context(), f, page)
 	if err != nil {
 		return err
 	}
-	w.Header().Set("X-Total-Count", strconv.FormatInt(total, 10))
-	writeJSON(w, http.StatusOK, users)
+	fastapi.WritePage(w, users, total)
 	return nil
 }
 
@@ -386,23 +129,23 @@ func (c userAccess) removesAdmin() bool {
 // absent, as with the old backend's Optional fields. is_active is read
 // as pydantic reads a bool from JSON in lax mode: true/false, 0/1, or a
 // string that parseBoolString accepts.
-func readUserAccess(body *jsonBody) userAccess {
+func readUserAccess(body *fastapi.Object) userAccess {
 	var c userAccess
-	if raw, ok := body.take("role"); ok && !isNull(raw) {
+	if raw, ok := body.OptionalRaw("role"); ok && !fastapi.IsNull(raw) {
 		var role string
 		if json.Unmarshal(raw, &role) != nil || (role != RoleUser && role != RoleAdmin) {
-			body.errs.add("enum", msgRole, "body", "role")
+			body.Add("enum", msgRole, "role")
 		} else {
 			c.role = &role
 		}
 	}
-	if raw, ok := body.take("is_active"); ok && !isNull(raw) {
+	if raw, ok := body.OptionalRaw("is_active"); ok && !fastapi.IsNull(raw) {
 		if v, typ := laxJSONBool(raw); typ != "" {
-			msg := msgBool
+			msg := fastapi.MsgBool
 			if typ == "bool_parsing" {
-				msg = msgBoolParsing
+				msg = fastapi.MsgBoolParsing
 			}
-			body.errs.add(typ, msg, "body", "is_active")
+			body.Add(typ, msg, "is_active")
 		} else {
 			c.active = &v
 		}
@@ -423,7 +166,7 @@ func laxJSONBool(raw json.RawMessage) (bool, string) {
 	case bool:
 		return v, ""
 	case string:
-		if b, ok := parseBoolString(v); ok {
+		if b, ok := fastapi.ParseBool(v); ok {
 			return b, ""
 		}
 		return false, "bool_parsing"
@@ -491,7 +234,7 @@ func (s *Service) setUserAccess(ctx context.Context, id string, c userAccess) (b
 		return err
 	})
 	if err != nil {
-		var ae *Error
+		var ae *fastapi.Error
 		if errors.As(err, &ae) {
 			return nil, nil, err
 		}
@@ -522,20 +265,17 @@ func hasOtherThan(ids []string, id string) bool {
 func (s *Service) handlePatchUser(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	// Like FastAPI: a body that is not JSON is refused alone; otherwise
 	// the path's error comes first, then the body's.
-	var v ValidationError
-	id, reason := parseUUID(strings.ToValidUTF8(r.PathValue("id"), "\uFFFD"))
-	if reason != "" {
-		v.add("uuid_parsing", "Input should be a valid UUID, "+reason, "path", "id")
-	}
-	body, err := readJSONBody(w, r)
-	var ve *ValidationError
+	var v fastapi.ValidationError
+	id := fastapi.PathUUID(r, "id", &v)
+	body, err := fastapi.ReadObject(w, r)
+	var ve *fastapi.ValidationError
 	switch {
 	case err == nil:
 		c := readUserAccess(body)
-		if err := body.Finish(); err != nil {
-			v.Fields = append(v.Fields, body.errs.Fields...)
+		if err := body.Finish(); errors.As(err, &ve) {
+			v.Fields = append(v.Fields, ve.Fields...)
 		}
-		if err := v.err(); err != nil {
+		if err := v.Err(); err != nil {
 			return err
 		}
 		return s.patchUser(w, r, p, id, c)
@@ -563,6 +303,6 @@ func (s *Service) patchUser(w http.ResponseWriter, r *http.Request, p *Principal
 			zap.Bool("from", before.IsActive), zap.Bool("to", after.IsActive))
 		s.audit(r, EventUserActiveChange, p.User.ID, after.ID, map[string]any{"from": before.IsActive, "to": after.IsActive})
 	}
-	writeJSON(w, http.StatusOK, after)
+	fastapi.WriteJSON(w, http.StatusOK, after)
 	return nil
 }

@@ -3,13 +3,12 @@ package accounts
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"math"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/caddyaccounts/gateway/fastapi"
 
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
@@ -126,110 +125,27 @@ func scanAuditEvent(row pgx.Row) (AuditEvent, error) {
 // first (at, then id), and how many it selects in all. Both come from
 // one snapshot. The indexes of migration 0005 serve each filter and the
 // order.
-func (s *Service) listAuditEvents(ctx context.Context, f auditFilter, skip, limit int64) ([]AuditEvent, int64, error) {
-	events := []AuditEvent{}
+func (s *Service) listAuditEvents(ctx context.Context, f auditFilter, page fastapi.Page) ([]AuditEvent, int64, error) {
 	if f.events != nil && len(f.events) == 0 {
-		return events, 0, nil
+		return []AuditEvent{}, 0, nil
 	}
-	var where []string
-	var args []any
-	arg := func(v any) string {
-		args = append(args, v)
-		return "$" + strconv.Itoa(len(args))
-	}
+	var q pagedQuery
 	if f.events != nil {
-		where = append(where, "event = ANY("+arg(f.events)+"::text[])")
+		q.cond("event = ANY(" + q.arg(f.events) + "::text[])")
 	}
 	if f.actor != "" {
-		where = append(where, "actor_id = "+arg(f.actor)+"::uuid")
+		q.cond("actor_id = " + q.arg(f.actor) + "::uuid")
 	}
 	if f.target != "" {
-		where = append(where, "target_id = "+arg(f.target)+"::uuid")
+		q.cond("target_id = " + q.arg(f.target) + "::uuid")
 	}
 	if f.since != nil {
-		where = append(where, "at >= "+arg(*f.since))
+		q.cond("at >= " + q.arg(*f.since))
 	}
 	if f.until != nil {
-		where = append(where, "at < "+arg(*f.until))
+		q.cond("at < " + q.arg(*f.until))
 	}
-	cond := ""
-	if len(where) > 0 {
-		cond = " WHERE " + strings.Join(where, " AND ")
-	}
-	var total int64
-	err := pgx.BeginTxFunc(ctx, s.db, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		if err := tx.QueryRow(ctx, "SELECT count(*) FROM audit_events"+cond, args...).Scan(&total); err != nil {
-			return err
-		}
-		if total <= skip {
-			return nil
-		}
-		n := len(args)
-		rows, err := tx.Query(ctx, fmt.Sprintf("SELECT %s FROM audit_events%s ORDER BY at DESC, id DESC OFFSET $%d LIMIT $%d",
-			auditColumns, cond, n+1, n+2), append(args, skip, limit)...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			e, err := scanAuditEvent(rows)
-			if err != nil {
-				return err
-			}
-			events = append(events, e)
-		}
-		return rows.Err()
-	})
-	if err != nil {
-		return nil, 0, fmt.Errorf("listing audit events: %w", err)
-	}
-	return events, total, nil
-}
-
-// msgDateTime is the message of a since or until that is no RFC 3339
-// date-time (pydantic's datetime_parsing, with the reason this API has).
-const msgDateTime = "Input should be a valid datetime, expected an RFC 3339 date-time with a time zone"
-
-// auditQueryUUID reads the UUID parameter name into *dst, as the path
-// parameters are read (parseUUID).
-func auditQueryUUID(q *queryParams, name string, dst *string) {
-	v, ok := q.String(name)
-	if !ok {
-		return
-	}
-	id, reason := parseUUID(v)
-	if reason != "" {
-		q.errs.add("uuid_parsing", "Input should be a valid UUID, "+reason, "query", name)
-		return
-	}
-	*dst = id
-}
-
-// auditQueryTime reads the RFC 3339 date-time parameter name.
-func auditQueryTime(q *queryParams, name string) *time.Time {
-	v, ok := q.String(name)
-	if !ok {
-		return nil
-	}
-	t, err := time.Parse(time.RFC3339Nano, v)
-	if err != nil {
-		q.errs.add("datetime_parsing", msgDateTime, "query", name)
-		return nil
-	}
-	return &t
-}
-
-// queryValues returns every value of the query parameter name, in order,
-// decoded as readQuery decodes them.
-func queryValues(r *http.Request, name string) []string {
-	var out []string
-	for pair := range strings.SplitSeq(r.URL.RawQuery, "&") {
-		k, v, _ := strings.Cut(pair, "=")
-		if pair != "" && unquoteQuery(k) == name {
-			out = append(out, unquoteQuery(v))
-		}
-	}
-	return out
+	return listPage(ctx, s.db, "audit_events", auditColumns, "at DESC, id DESC", q, page, scanAuditEvent)
 }
 
 // handleListAuditEvents serves GET /api/admin/audit: a JSON array of
@@ -240,12 +156,10 @@ func queryValues(r *http.Request, name string) []string {
 // RFC 3339 date-times with a time zone. Errors are listed in the order of
 // the parameters above.
 func (s *Service) handleListAuditEvents(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	q := readQuery(r)
-	// The same paging as the user list.
-	skip := q.Int("skip", 0, 0, math.MaxInt64)
-	limit := q.Int("limit", defaultUserPageSize, 1, maxUserPageSize)
+	q := fastapi.ReadQuery(r)
+	page := q.Page(defaultPageSize, maxPageSize)
 	var f auditFilter
-	if names := queryValues(r, "event"); names != nil {
+	if names := q.Values("event"); names != nil {
 		f.events = []string{}
 		for _, name := range names {
 			if !strings.ContainsRune(name, 0) { // no stored name holds a NUL
@@ -253,18 +167,17 @@ func (s *Service) handleListAuditEvents(w http.ResponseWriter, r *http.Request, 
 			}
 		}
 	}
-	auditQueryUUID(q, "actor_id", &f.actor)
-	auditQueryUUID(q, "target_id", &f.target)
-	f.since = auditQueryTime(q, "since")
-	f.until = auditQueryTime(q, "until")
-	if err := q.errs.err(); err != nil {
+	f.actor, _ = q.UUID("actor_id")
+	f.target, _ = q.UUID("target_id")
+	f.since = q.Time("since")
+	f.until = q.Time("until")
+	if err := q.Err(); err != nil {
 		return err
 	}
-	events, total, err := s.listAuditEvents(r.Context(), f, skip, limit)
+	events, total, err := s.listAuditEvents(r.Context(), f, page)
 	if err != nil {
 		return err
 	}
-	w.Header().Set("X-Total-Count", strconv.FormatInt(total, 10))
-	writeJSON(w, http.StatusOK, events)
+	fastapi.WritePage(w, events, total)
 	return nil
 }

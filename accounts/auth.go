@@ -8,6 +8,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/caddyaccounts/gateway/fastapi"
+
 	"go.uber.org/zap"
 )
 
@@ -18,25 +20,25 @@ func trimEmail(email string) string { return strings.TrimSpace(email) }
 
 // handleRegister serves POST /api/auth/register.
 func (s *Service) handleRegister(w http.ResponseWriter, r *http.Request) error {
-	body, err := readJSONBody(w, r)
+	body, err := fastapi.ReadObject(w, r)
 	if err != nil {
 		return err
 	}
 	email := trimEmail(body.String("email"))
 	password := body.String("password")
 	fullName, _ := body.OptionalString("full_name")
-	if _, ok := body.raw["email"]; ok && len(body.errs.Fields) == 0 {
+	if ok := body.Has("email"); ok && body.Valid() {
 		if msg := checkEmail(email); msg != "" {
-			body.errs.add("value_error", msg, "body", "email")
+			body.Add("value_error", msg, "email")
 		}
 	}
-	if _, ok := body.raw["password"]; ok {
+	if ok := body.Has("password"); ok {
 		for _, msg := range CheckPasswordPolicy(password) {
 			body.Fail("password", msg)
 		}
 	}
 	if fullName != nil && utf8.RuneCountInString(*fullName) > maxFullNameLen {
-		body.errs.add("string_too_long", "String should have at most 200 characters", "body", "full_name")
+		body.Add("string_too_long", "String should have at most 200 characters", "full_name")
 	}
 	if err := body.Finish(); err != nil {
 		return err
@@ -52,7 +54,7 @@ func (s *Service) handleRegister(w http.ResponseWriter, r *http.Request) error {
 	}
 	s.log.Info("user registered", zap.String("user_id", u.ID))
 	s.audit(r, EventRegister, u.ID, u.ID, nil)
-	writeJSON(w, http.StatusCreated, u)
+	fastapi.WriteJSON(w, http.StatusCreated, u)
 	return nil
 }
 
@@ -64,14 +66,14 @@ type tokenResponse struct {
 }
 
 var (
-	errBadLogin     = bearerError("Incorrect email or password")
-	errInactiveUser = newError(http.StatusForbidden, "Inactive user")
+	errBadLogin     = fastapi.BearerError("Incorrect email or password")
+	errInactiveUser = fastapi.NewError(http.StatusForbidden, "Inactive user")
 )
 
 // readLoginForm reads the OAuth2 password-flow form. Like FastAPI, an
 // empty value counts as missing.
 func readLoginForm(w http.ResponseWriter, r *http.Request) (username, password string, err error) {
-	body, err := readBody(w, r)
+	body, err := fastapi.ReadBody(w, r)
 	if err != nil {
 		return "", "", err
 	}
@@ -85,18 +87,18 @@ func readLoginForm(w http.ResponseWriter, r *http.Request) (username, password s
 	} else {
 		form = url.Values{}
 	}
-	var v ValidationError
+	var v fastapi.ValidationError
 	username, password = form.Get("username"), form.Get("password")
 	if username == "" {
-		v.add("missing", msgMissing, "body", "username")
+		v.Add("missing", fastapi.MsgMissing, "body", "username")
 	}
 	if password == "" {
-		v.add("missing", msgMissing, "body", "password")
+		v.Add("missing", fastapi.MsgMissing, "body", "password")
 	}
 	if gt := form.Get("grant_type"); gt != "" && gt != "password" {
-		v.add("string_pattern_mismatch", "String should match pattern '^password$'", "body", "grant_type")
+		v.Add("string_pattern_mismatch", "String should match pattern '^password$'", "body", "grant_type")
 	}
-	return username, password, v.err()
+	return username, password, v.Err()
 }
 
 // handleLogin serves POST /api/auth/login: the OAuth2 password flow.
@@ -157,6 +159,6 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.audit(r, EventLoginSuccess, u.ID, u.ID, nil)
-	writeJSON(w, http.StatusOK, body)
+	fastapi.WriteJSON(w, http.StatusOK, body)
 	return nil
 }

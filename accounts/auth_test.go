@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyaccounts/gateway/fastapi"
+
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -19,7 +21,7 @@ func TestRegister(t *testing.T) {
 		t.Fatalf("register: %d %s", r.Status, r.Body)
 	}
 	u := r.JSON(t).(map[string]any)
-	if u["email"] != "Ada@Example.com" || u["role"] != "user" || u["is_active"] != true || !isUUID(u["id"].(string)) {
+	if u["email"] != "Ada@Example.com" || u["role"] != "user" || u["is_active"] != true || !fastapi.IsUUID(u["id"].(string)) {
 		t.Fatalf("user = %v", u)
 	}
 	if len(u) != 6 {

@@ -31,10 +31,6 @@ func bearerToken(r *http.Request) (string, bool) {
 	return token, token != ""
 }
 
-// errMultipleAuthorization refuses a request with more than one
-// Authorization header.
-var errMultipleAuthorization = newError(http.StatusBadRequest, "Multiple Authorization headers")
-
 // Authenticate verifies the request's access token and loads its user,
 // who must still exist and be active. The token is the Bearer header's,
 // else the access cookie's (cookies.go); a cookie-authenticated unsafe

@@ -34,12 +34,14 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/caddyaccounts/gateway/fastapi"
 )
 
 // refreshCookiePath scopes the refresh cookie to the routes that use it.
 const refreshCookiePath = "/api/auth"
 
-var errCrossOrigin = newError(http.StatusForbidden, "Cross-origin request refused")
+var errCrossOrigin = fastapi.NewError(http.StatusForbidden, "Cross-origin request refused")
 
 // newCrossOriginProtection returns the CSRF check, trusting origins.
 func newCrossOriginProtection(origins []string) (*http.CrossOriginProtection, error) {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddyaccounts/gateway/fastapi"
 )
 
 // noRateLimit turns the /api/auth/* limits off: these tests make many
@@ -115,7 +117,7 @@ func TestLoginSetsSessionCookies(t *testing.T) {
 		t.Fatalf("login body = %v", body)
 	}
 	bodyClaims, err := e.svc.Tokens().Verify(body["access_token"].(string))
-	if err != nil || bodyClaims.Subject != u.ID || !isUUID(bodyClaims.SessionID) ||
+	if err != nil || bodyClaims.Subject != u.ID || !fastapi.IsUUID(bodyClaims.SessionID) ||
 		bodyClaims.ExpiresAt.Sub(bodyClaims.IssuedAt.Time) != 8*time.Hour {
 		t.Fatalf("body token claims %+v, %v", bodyClaims, err)
 	}

@@ -6,6 +6,8 @@ import (
 	"math/big"
 	"net/http"
 	"sort"
+
+	"github.com/caddyaccounts/gateway/fastapi"
 )
 
 // JWK is one RSA public key of a JSON Web Key Set (RFC 7517).
@@ -50,6 +52,6 @@ func jwkOf(kid string, pub *rsa.PublicKey) JWK {
 func (s *Service) handleJWKS(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Cache-Control", "public, max-age=300")
 	body := map[string][]JWK{"keys": s.tokens.keys.JWKS()}
-	writeJSONCached(w, http.StatusOK, body)
+	fastapi.WriteJSONCached(w, http.StatusOK, body)
 	return nil
 }

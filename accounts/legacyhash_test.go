@@ -108,14 +108,14 @@ func quartiles(d []time.Duration) (q1, median, q3 time.Duration) {
 // Measured over real HTTP on loopback against a real PostgreSQL: 40
 // failed logins of each kind, the kinds interleaved in a new random order
 // every round so that machine noise hits them alike, after one round of
-// warm-up. Every kind's median must be within 20% of the unknown email's,
-// and their interquartile ranges must overlap.
+// warm-up. Every kind's median must lie within the unknown email's
+// interquartile range, and the unknown email's median within every
+// kind's.
 func TestFailedLoginTimingWithLegacyHashes(t *testing.T) {
 	const (
 		samples   = 40
 		maxCost   = 10 // the old backend wrote 12; 10 keeps the test fast
 		lowerCost = 8
-		tolerance = 0.20
 	)
 	e := newTestEnv(t, func(c *Config) {
 		c.RateLimit.IPRequests, c.RateLimit.LoginFailures = -1, -1
@@ -162,13 +162,15 @@ func TestFailedLoginTimingWithLegacyHashes(t *testing.T) {
 	}
 	for _, c := range classes[1:] {
 		q1, med, q3 := quartiles(c.samples)
-		if diff := float64(med-rmed) / float64(rmed); diff > tolerance || diff < -tolerance {
-			t.Errorf("%s: median %.1f ms, %+.0f%% from the unknown email's %.1f ms (at most ±%.0f%%)",
-				c.name, ms(med), 100*diff, ms(rmed), 100*tolerance)
-		}
-		if q1 > rq3 || rq1 > q3 {
-			t.Errorf("%s: IQR %.1f–%.1f ms does not overlap the unknown email's %.1f–%.1f ms",
-				c.name, ms(q1), ms(q3), ms(rq1), ms(rq3))
+		// Each median within the other's interquartile range: the two
+		// distributions sit on top of each other. (Without the padding,
+		// a bcrypt-10 failure's median is ten times the unknown email's
+		// and far outside its IQR.) A bound on the medians' ratio would
+		// be no stronger and fails on a loaded machine, where the IQRs
+		// are hundreds of milliseconds wide for every kind alike.
+		if med < rq1 || med > rq3 || rmed < q1 || rmed > q3 {
+			t.Errorf("%s: median %.1f ms, IQR %.1f–%.1f ms; unknown email: median %.1f ms, IQR %.1f–%.1f ms: the distributions do not overlap",
+				c.name, ms(med), ms(q1), ms(q3), ms(rmed), ms(rq1), ms(rq3))
 		}
 	}
 

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/caddyaccounts/gateway/fastapi"
+
 	"github.com/pb33f/libopenapi"
 	validator "github.com/pb33f/libopenapi-validator"
 	"github.com/pb33f/libopenapi-validator/config"
@@ -557,7 +559,7 @@ func TestOpenAPIRealResponses(t *testing.T) {
 	}
 	const pw = "Secret!pw1"
 	unknownID := "00000000-0000-4000-8000-000000000000"
-	huge := `{"email": "big@example.com", "password": "` + pw + `", "full_name": "` + strings.Repeat("a", maxBodyBytes) + `"}`
+	huge := `{"email": "big@example.com", "password": "` + pw + `", "full_name": "` + strings.Repeat("a", fastapi.MaxBodyBytes) + `"}`
 
 	// ---- meta ----
 	h.do(oaCall{method: "GET", path: "/api/health", status: 200})
@@ -608,7 +610,7 @@ func TestOpenAPIRealResponses(t *testing.T) {
 	h.do(oaCall{method: "POST", path: "/api/auth/login", body: url.Values{"username": {""}, "password": {pw}}, status: 422, invalid: true})
 	h.do(oaCall{method: "POST", path: "/api/auth/login", body: url.Values{"username": {"ada@example.com"}, "password": {pw}, "grant_type": {"client_credentials"}}, status: 422, invalid: true})
 	h.do(oaCall{method: "POST", path: "/api/auth/login", body: map[string]any{"username": "ada@example.com", "password": pw}, status: 422, invalid: true})
-	h.do(oaCall{method: "POST", path: "/api/auth/login", body: []byte("username=a&password=" + strings.Repeat("a", maxBodyBytes)), contentType: "application/x-www-form-urlencoded", status: 413})
+	h.do(oaCall{method: "POST", path: "/api/auth/login", body: []byte("username=a&password=" + strings.Repeat("a", fastapi.MaxBodyBytes)), contentType: "application/x-www-form-urlencoded", status: 413})
 	// An inactive account, with the right password.
 	e.register("ina@example.com", pw)
 	e.exec("UPDATE users SET is_active = false WHERE email = 'ina@example.com'")
@@ -713,7 +715,7 @@ func TestOpenAPIRealResponses(t *testing.T) {
 	h.do(oaCall{method: "PATCH", path: "/api/settings/documents/limits", token: adminToken, body: map[string]any{}, status: 422, invalid: true})
 	h.do(oaCall{method: "PATCH", path: "/api/settings/documents/limits", token: adminToken, body: map[string]any{"max_pdf_size_mb": 0}, status: 422, invalid: true})
 	h.do(oaCall{method: "PATCH", path: "/api/settings/documents/limits", token: adminToken, body: map[string]any{"max_pdf_size_mb": 5000}, status: 422, invalid: true})
-	h.do(oaCall{method: "PATCH", path: "/api/settings/documents/limits", token: adminToken, body: `{"max_pdf_size_mb": 5, "x": "` + strings.Repeat("a", maxBodyBytes) + `"}`, status: 413, invalid: true})
+	h.do(oaCall{method: "PATCH", path: "/api/settings/documents/limits", token: adminToken, body: `{"max_pdf_size_mb": 5, "x": "` + strings.Repeat("a", fastapi.MaxBodyBytes) + `"}`, status: 413, invalid: true})
 	h.do(oaCall{method: "PATCH", path: "/api/settings/documents/limits", token: userToken, body: map[string]any{"max_pdf_size_mb": 5}, status: 403})
 
 	// ---- profile (profile.go) ----
@@ -792,13 +794,15 @@ func TestOpenAPIRealResponses(t *testing.T) {
 		h.do(oaCall{method: "GET", path: "/api/admin/audit", status: 401, invalid: true})
 	}
 
-	// ---- every route: no credentials, a cross-origin cookie, and a
-	// body over 1 MiB ----
+	// ---- every route: no credentials, two Authorization headers, a
+	// cross-origin cookie, and a body over 1 MiB ----
 	for route := range registered {
 		method, path, _ := strings.Cut(route, " ")
 		path = pathParam.ReplaceAllString(path, unknownID)
 		if authedRoutes[route] {
 			h.do(oaCall{method: method, path: path, status: 401, invalid: true})
+			twice := http.Header{"Authorization": {"Bearer " + adminToken, "Bearer " + userToken}}
+			h.do(oaCall{method: method, path: path, header: twice, status: 400, invalid: bodyRequired[route]})
 			if method != "GET" {
 				h.do(oaCall{method: method, path: path, cookies: withAccess, header: crossSite, status: 403, invalid: bodyRequired[route]})
 			}
@@ -808,7 +812,7 @@ func TestOpenAPIRealResponses(t *testing.T) {
 			if authedRoutes[route] {
 				token = adminToken
 			}
-			h.do(oaCall{method: method, path: path, token: token, body: `{"x": "` + strings.Repeat("a", maxBodyBytes) + `"}`, status: 413, invalid: true})
+			h.do(oaCall{method: method, path: path, token: token, body: `{"x": "` + strings.Repeat("a", fastapi.MaxBodyBytes) + `"}`, status: 413, invalid: true})
 		}
 	}
 

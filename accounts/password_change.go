@@ -6,13 +6,15 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/caddyaccounts/gateway/fastapi"
+
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 )
 
 var (
-	errIncorrectPassword = newError(http.StatusBadRequest, "Incorrect password")
-	errSamePassword      = newError(http.StatusBadRequest, "New password cannot be the same as the current one")
+	errIncorrectPassword = fastapi.NewError(http.StatusBadRequest, "Incorrect password")
+	errSamePassword      = fastapi.NewError(http.StatusBadRequest, "New password cannot be the same as the current one")
 )
 
 // handleChangePassword serves POST /api/users/me/password with the body
@@ -29,14 +31,13 @@ var (
 // are not revoked: they expire by themselves; POST /api/auth/logout-all
 // ends those too.
 func (s *Service) handleChangePassword(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	body, err := readJSONBody(w, r)
+	body, err := fastapi.ReadObject(w, r)
 	if err != nil {
 		return err
 	}
 	current := body.String("current_password")
-	before := len(body.errs.Fields)
 	newPassword := body.String("new_password")
-	if len(body.errs.Fields) == before {
+	if !body.Failed("new_password") {
 		for _, msg := range CheckPasswordPolicy(newPassword) {
 			body.Fail("new_password", msg)
 		}

@@ -12,6 +12,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/caddyaccounts/gateway/fastapi"
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -119,7 +120,7 @@ func (h *Hasher) acquire(ctx context.Context) error {
 	case h.slots <- struct{}{}:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("waiting to hash a password: %w: %w", errUnavailable, ctx.Err())
+		return fmt.Errorf("waiting to hash a password: %w: %w", fastapi.ErrUnavailable, ctx.Err())
 	}
 }
 

@@ -166,7 +166,7 @@ func TestHashGivesUpWithItsRequest(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	_, err := h.Hash(ctx, "Secret!pw")
-	if !isUnavailable(err) {
+	if !IsUnavailable(err) {
 		t.Fatalf("Hash with every slot busy until the deadline: err = %v, want an unavailable error (503)", err)
 	}
 }

@@ -35,6 +35,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/caddyaccounts/gateway/fastapi"
+
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -79,7 +81,7 @@ const (
 type profileField struct {
 	name   string
 	maxLen int
-	check  func(string) *FieldError
+	check  func(string) *fastapi.FieldError
 }
 
 // profileFields are the editable fields, in the order of the API's model.
@@ -97,7 +99,7 @@ var profileFields = []profileField{
 // the separators - ( ) ., with an optional + as the very first
 // character, and at least 5 digits. No other normalization: it is stored
 // as given.
-func checkPhone(s string) *FieldError {
+func checkPhone(s string) *fastapi.FieldError {
 	digits := 0
 	ok := true
 	for i, r := range s {
@@ -111,7 +113,7 @@ func checkPhone(s string) *FieldError {
 		}
 	}
 	if !ok || digits < minPhoneDigits {
-		return &FieldError{Type: "value_error", Msg: valueErrorPrefx +
+		return &fastapi.FieldError{Type: "value_error", Msg: fastapi.ValueErrorPrefix +
 			"Phone number may contain only digits, spaces, - ( ) . and a leading +, and at least 5 digits"}
 	}
 	return nil
@@ -122,9 +124,9 @@ func checkPhone(s string) *FieldError {
 // HttpUrl it does not normalize (the URL is stored as given), and so it
 // refuses spaces and control characters rather than percent-encoding
 // them.
-func checkAvatarURL(s string) *FieldError {
-	invalid := func(why string) *FieldError {
-		return &FieldError{Type: "url_parsing", Msg: "Input should be a valid URL, " + why}
+func checkAvatarURL(s string) *fastapi.FieldError {
+	invalid := func(why string) *fastapi.FieldError {
+		return &fastapi.FieldError{Type: "url_parsing", Msg: "Input should be a valid URL, " + why}
 	}
 	if s == "" {
 		return invalid("input is empty")
@@ -139,7 +141,7 @@ func checkAvatarURL(s string) *FieldError {
 	case u.Scheme == "":
 		return invalid("relative URL without a base")
 	case !strings.EqualFold(u.Scheme, "http") && !strings.EqualFold(u.Scheme, "https"):
-		return &FieldError{Type: "url_scheme", Msg: "URL scheme should be 'http' or 'https'"}
+		return &fastapi.FieldError{Type: "url_scheme", Msg: "URL scheme should be 'http' or 'https'"}
 	case u.Opaque != "" || u.Hostname() == "":
 		return invalid("empty host")
 	}
@@ -159,22 +161,21 @@ type profileUpdate struct {
 }
 
 // readProfileUpdate reads and validates a PUT /api/profile body.
-func readProfileUpdate(body *jsonBody) (profileUpdate, error) {
+func readProfileUpdate(body *fastapi.Object) (profileUpdate, error) {
 	var up profileUpdate
 	for _, f := range profileFields {
-		before := len(body.errs.Fields)
 		v, present := body.OptionalString(f.name)
-		if !present || len(body.errs.Fields) > before {
+		if !present || body.Failed(f.name) {
 			continue // absent, or not a string (its entry is in)
 		}
 		if v != nil {
 			switch {
 			case utf8.RuneCountInString(*v) > f.maxLen:
-				body.errs.add("string_too_long", fmt.Sprintf("String should have at most %d characters", f.maxLen), "body", f.name)
+				body.Add("string_too_long", fmt.Sprintf("String should have at most %d characters", f.maxLen), f.name)
 				continue
 			case f.check != nil:
 				if fe := f.check(*v); fe != nil {
-					body.errs.add(fe.Type, fe.Msg, "body", f.name)
+					body.Add(fe.Type, fe.Msg, f.name)
 					continue
 				}
 			}
@@ -264,7 +265,7 @@ func (s *Service) handleGetProfile(w http.ResponseWriter, r *http.Request, p *Pr
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, prof)
+	fastapi.WriteJSON(w, http.StatusOK, prof)
 	return nil
 }
 
@@ -273,7 +274,7 @@ func (s *Service) handleGetProfile(w http.ResponseWriter, r *http.Request, p *Pr
 // editable ones (user_id, updated_at, role, ...) are a 422 and nothing is
 // applied.
 func (s *Service) handlePutProfile(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	body, err := readJSONBody(w, r)
+	body, err := fastapi.ReadObject(w, r)
 	if err != nil {
 		return err
 	}
@@ -285,6 +286,6 @@ func (s *Service) handlePutProfile(w http.ResponseWriter, r *http.Request, p *Pr
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, prof)
+	fastapi.WriteJSON(w, http.StatusOK, prof)
 	return nil
 }

@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddyaccounts/gateway/fastapi"
+
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 )
@@ -158,12 +160,12 @@ func newRateLimiter(db *pgxpool.Pool, cfg RateLimitConfig, log *zap.Logger) (*ra
 }
 
 // tooManyRequests is a 429 with Retry-After in whole seconds (at least 1).
-func tooManyRequests(detail string, retryAfter float64) *Error {
+func tooManyRequests(detail string, retryAfter float64) *fastapi.Error {
 	secs := int64(1)
 	if !math.IsNaN(retryAfter) && retryAfter > 1 {
 		secs = int64(math.Ceil(min(retryAfter, math.MaxInt32)))
 	}
-	return &Error{
+	return &fastapi.Error{
 		Status: http.StatusTooManyRequests,
 		Detail: detail,
 		Header: http.Header{"Retry-After": {strconv.FormatInt(secs, 10)}},
@@ -235,7 +237,7 @@ ON CONFLICT (key) DO UPDATE SET (window_start, count, expires_at) = (
 RETURNING count, EXTRACT(EPOCH FROM (window_start + $2::float8 * interval '1 second' - now()))::float8`
 
 // allowClient counts a request of the client of r against the
-// per-address limit; it returns a 429 *Error when over the limit.
+// per-address limit; it returns a 429 *fastapi.Error when over the limit.
 func (l *rateLimiter) allowClient(r *http.Request) error {
 	if l.cfg.IPRequests < 0 {
 		return nil
@@ -301,7 +303,7 @@ ON CONFLICT (key) DO UPDATE SET (window_start, count, locked_until, lockouts, ex
 RETURNING count, lockouts, COALESCE(EXTRACT(EPOCH FROM (locked_until - now()))::float8, 0)`
 
 // allowLogin counts a login attempt on username, before anything is
-// looked up or hashed, and returns a 429 *Error while the name is locked.
+// looked up or hashed, and returns a 429 *fastapi.Error while the name is locked.
 // Call loginSucceeded once the password proves right.
 func (s *Service) allowLogin(r *http.Request, username string) error {
 	l := s.limiter
@@ -352,7 +354,7 @@ func (s *Service) loginSucceeded(r *http.Request, username string) {
 // failOpen logs a limiter query that failed; the request goes on.
 func (l *rateLimiter) failOpen(limit string, err error) {
 	msg := "rate limit check failed; letting the request through"
-	if isUnavailable(err) || errors.Is(err, context.Canceled) {
+	if IsUnavailable(err) || errors.Is(err, context.Canceled) {
 		l.log.Warn(msg, zap.String("limit", limit), zap.Error(err))
 		return
 	}

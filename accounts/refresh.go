@@ -9,6 +9,8 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/caddyaccounts/gateway/fastapi"
+
 	"go.uber.org/zap"
 )
 
@@ -17,7 +19,7 @@ import (
 // clients), else from the refresh cookie. fromCookie tells which. A body
 // that is not that object is a 422, as usual.
 func (s *Service) readRefreshToken(w http.ResponseWriter, r *http.Request) (token string, fromCookie bool, err error) {
-	raw, err := readBody(w, r)
+	raw, err := fastapi.ReadBody(w, r)
 	if err != nil {
 		return "", false, err
 	}
@@ -26,7 +28,7 @@ func (s *Service) readRefreshToken(w http.ResponseWriter, r *http.Request) (toke
 		return token, ok, nil
 	}
 	r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(raw)), int64(len(raw))
-	body, err := readJSONBody(w, r)
+	body, err := fastapi.ReadObject(w, r)
 	if err != nil {
 		return "", false, err
 	}
@@ -101,7 +103,7 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 			body.AccessToken = ""
 		}
 	}
-	writeJSON(w, http.StatusOK, body)
+	fastapi.WriteJSON(w, http.StatusOK, body)
 	return nil
 }
 
@@ -132,7 +134,7 @@ func (s *Service) handleLogout(w http.ResponseWriter, r *http.Request) error {
 		}
 	} else {
 		p, err := s.Authenticate(r)
-		var ae *Error
+		var ae *fastapi.Error
 		switch {
 		case err == nil && p.Claims.SessionID != "":
 			if _, err := s.revokeSession(ctx, p.Claims.SessionID, p.User.ID, revokedByLogout); err != nil {

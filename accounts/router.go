@@ -1,8 +1,12 @@
 package accounts
 
 import (
-	"github.com/caddyaccounts/gateway/edge"
+	"errors"
+	"fmt"
 	"net/http"
+
+	"github.com/caddyaccounts/gateway/edge"
+	"github.com/caddyaccounts/gateway/fastapi"
 
 	"go.uber.org/zap"
 )
@@ -63,11 +67,11 @@ func (s *Service) Handler() http.Handler {
 			// sets Allow), then answer in the API's JSON shape.
 			rec := &statusRecorder{header: w.Header()}
 			h.ServeHTTP(rec, r)
-			err := errNotFound
+			err := fastapi.ErrNotFound
 			if rec.status == http.StatusMethodNotAllowed {
-				err = errMethodNotAllowed
+				err = fastapi.ErrMethodNotAllowed
 			}
-			writeErrorResponse(w, err)
+			fastapi.WriteError(w, err)
 			return
 		}
 		mux.ServeHTTP(w, r)
@@ -86,13 +90,16 @@ func (s *Service) serve(f apiFunc) http.Handler {
 // WriteError writes err to the client in FastAPI's error shape and logs
 // what the client must not see: the cause of every 5xx.
 func (s *Service) WriteError(w http.ResponseWriter, r *http.Request, err error) {
-	status, _, _ := errorStatus(err)
+	if IsUnavailable(err) && !errors.Is(err, fastapi.ErrUnavailable) {
+		err = fmt.Errorf("%w: %w", fastapi.ErrUnavailable, err)
+	}
+	status, _, _ := fastapi.Status(err)
 	if status >= 500 {
 		s.log.Error("request failed",
 			zap.String("method", r.Method), zap.String("path", r.URL.Path),
 			zap.Int("status", status), zap.Error(err))
 	}
-	writeErrorResponse(w, err)
+	fastapi.WriteError(w, err)
 }
 
 // withPrincipal authenticates the request, checks role (if any) against
@@ -114,9 +121,9 @@ func (s *Service) withPrincipal(role string, f authedFunc) apiFunc {
 func (s *Service) handleHealth(w http.ResponseWriter, r *http.Request) error {
 	if err := s.Ping(r.Context()); err != nil {
 		s.log.Warn("health check: database unreachable", zap.Error(err))
-		return newError(http.StatusServiceUnavailable, "Database unavailable")
+		return fastapi.NewError(http.StatusServiceUnavailable, "Database unavailable")
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	fastapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	return nil
 }
 

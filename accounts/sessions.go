@@ -62,6 +62,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddyaccounts/gateway/fastapi"
+
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 )
@@ -168,7 +170,7 @@ const refreshTokenBytes = 32
 
 // errInvalidRefresh answers every refused refresh token, whatever the
 // reason: unknown, retired, expired, revoked, or its user inactive.
-var errInvalidRefresh = bearerError("Invalid refresh token")
+var errInvalidRefresh = fastapi.BearerError("Invalid refresh token")
 
 // newRefreshToken returns a fresh refresh token and its hash.
 func newRefreshToken() (string, []byte, error) {
@@ -586,11 +588,11 @@ func (s *Service) handleListSessions(w http.ResponseWriter, r *http.Request, p *
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, list)
+	fastapi.WriteJSON(w, http.StatusOK, list)
 	return nil
 }
 
-var errSessionNotFound = newError(http.StatusNotFound, "Session not found")
+var errSessionNotFound = fastapi.NewError(http.StatusNotFound, "Session not found")
 
 // handleRevokeSession serves DELETE /api/users/me/sessions/{session_id}:
 // 204 after revoking one of the caller's active sessions (its refresh
@@ -598,10 +600,10 @@ var errSessionNotFound = newError(http.StatusNotFound, "Session not found")
 // for an unknown, ended, or another user's session; 422 for an id that
 // is not a UUID. Revoking the current session also clears the cookies.
 func (s *Service) handleRevokeSession(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	id, reason := parseUUID(strings.ToValidUTF8(r.PathValue("session_id"), "\uFFFD"))
+	id, reason := fastapi.ParseUUID(strings.ToValidUTF8(r.PathValue("session_id"), "\uFFFD"))
 	if reason != "" {
-		var v ValidationError
-		v.add("uuid_parsing", "Input should be a valid UUID, "+reason, "path", "session_id")
+		var v fastapi.ValidationError
+		v.Add("uuid_parsing", "Input should be a valid UUID, "+reason, "path", "session_id")
 		return &v
 	}
 	ok, err := s.revokeSession(r.Context(), id, p.User.ID, revokedByUser)

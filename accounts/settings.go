@@ -78,6 +78,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/caddyaccounts/gateway/fastapi"
+
 	"go.uber.org/zap"
 )
 
@@ -260,16 +262,16 @@ func (f *settingsFile[T]) path() string { return filepath.Join(f.dir, f.name) }
 
 // Errors of the settings files. Their causes name files and fields, never
 // values.
-func (f *settingsFile[T]) corrupt(reason string) *Error {
-	return &Error{
+func (f *settingsFile[T]) corrupt(reason string) *fastapi.Error {
+	return &fastapi.Error{
 		Status: http.StatusServiceUnavailable,
 		Detail: fmt.Sprintf("Settings file %s is corrupt; fix or remove it", f.name),
 		Err:    fmt.Errorf("settings file %s: %s", f.path(), reason),
 	}
 }
 
-func (f *settingsFile[T]) unavailable(op string, err error) *Error {
-	return &Error{
+func (f *settingsFile[T]) unavailable(op string, err error) *fastapi.Error {
+	return &fastapi.Error{
 		Status: http.StatusServiceUnavailable,
 		Detail: fmt.Sprintf("Settings file %s could not be %s", f.name, op),
 		Err:    fmt.Errorf("settings file %s: %w", f.path(), err),
@@ -489,7 +491,7 @@ func lockFile(ctx context.Context, path string) (func(), error) {
 // (max_pdf_size_mb of documents.json × 1 MiB) for the gateway's edge check.
 // It is cheap enough for every request: one stat(2) while the file is
 // unchanged, and a change by PATCH or by another process applies to the
-// next call. A corrupt or unreadable documents.json gives an *Error with
+// next call. A corrupt or unreadable documents.json gives an *fastapi.Error with
 // status 503, ready for WriteError.
 func (s *Service) MaxUploadBytes() (int64, error) {
 	d, err := s.settings.documents.load()
@@ -563,12 +565,12 @@ type aiPatch struct {
 
 // readAIPatch reads the AI fields of body, collecting 422 entries in
 // pydantic's shapes. No submitted value is ever echoed back.
-func readAIPatch(body *jsonBody) aiPatch {
+func readAIPatch(body *fastapi.Object) aiPatch {
 	var p aiPatch
-	if raw, ok := body.take("provider"); ok {
+	if raw, ok := body.OptionalRaw("provider"); ok {
 		var s string
 		if json.Unmarshal(raw, &s) != nil || (s != ProviderOpenAI && s != ProviderAnthropic) {
-			body.errs.add("enum", "Input should be 'openai' or 'anthropic'", "body", "provider")
+			body.Add("enum", "Input should be 'openai' or 'anthropic'", "provider")
 		} else {
 			p.provider = &s
 		}
@@ -581,13 +583,13 @@ func readAIPatch(body *jsonBody) aiPatch {
 		switch {
 		case v == nil:
 			// null (a non-string already has its entry).
-			if !hasFieldError(body, "model") {
-				body.errs.add("string_type", msgString, "body", "model")
+			if !body.Failed("model") {
+				body.Add("string_type", fastapi.MsgString, "model")
 			}
 		case n == 0:
-			body.errs.add("string_too_short", "String should have at least 1 character", "body", "model")
+			body.Add("string_too_short", "String should have at least 1 character", "model")
 		case n > maxAIModelLen:
-			body.errs.add("string_too_long", fmt.Sprintf("String should have at most %d characters", maxAIModelLen), "body", "model")
+			body.Add("string_too_long", fmt.Sprintf("String should have at most %d characters", maxAIModelLen), "model")
 		default:
 			p.model = v
 		}
@@ -599,7 +601,7 @@ func readAIPatch(body *jsonBody) aiPatch {
 			// null or "" clears it: the provider's default URL.
 		default:
 			if fe := checkAIBaseURL(*v); fe != nil {
-				body.errs.add(fe.Type, fe.Msg, "body", "base_url")
+				body.Add(fe.Type, fe.Msg, "base_url")
 			} else {
 				p.baseURL = v
 			}
@@ -613,7 +615,7 @@ func readAIPatch(body *jsonBody) aiPatch {
 			switch {
 			case k == "":
 			case utf8.RuneCountInString(k) > maxAIKeyLen:
-				body.errs.add("string_too_long", fmt.Sprintf("String should have at most %d characters", maxAIKeyLen), "body", "api_key")
+				body.Add("string_too_long", fmt.Sprintf("String should have at most %d characters", maxAIKeyLen), "api_key")
 			default:
 				if msg := checkAIKey(k); msg != "" {
 					body.Fail("api_key", msg)
@@ -626,9 +628,9 @@ func readAIPatch(body *jsonBody) aiPatch {
 	if v, ok := body.OptionalNumber("temperature"); ok && v != nil {
 		switch {
 		case *v < 0:
-			body.errs.add("greater_than_equal", "Input should be greater than or equal to 0", "body", "temperature")
+			body.Add("greater_than_equal", "Input should be greater than or equal to 0", "temperature")
 		case *v > maxAITemperature:
-			body.errs.add("less_than_equal", "Input should be less than or equal to 2", "body", "temperature")
+			body.Add("less_than_equal", "Input should be less than or equal to 2", "temperature")
 		default:
 			p.temperature = v
 		}
@@ -636,24 +638,14 @@ func readAIPatch(body *jsonBody) aiPatch {
 	if v, ok := body.OptionalInt("max_tokens"); ok && v != nil {
 		switch {
 		case *v < 1:
-			body.errs.add("greater_than_equal", "Input should be greater than or equal to 1", "body", "max_tokens")
+			body.Add("greater_than_equal", "Input should be greater than or equal to 1", "max_tokens")
 		case *v > maxAITokens:
-			body.errs.add("less_than_equal", fmt.Sprintf("Input should be less than or equal to %d", maxAITokens), "body", "max_tokens")
+			body.Add("less_than_equal", fmt.Sprintf("Input should be less than or equal to %d", maxAITokens), "max_tokens")
 		default:
 			p.maxTokens = v
 		}
 	}
 	return p
-}
-
-// hasFieldError reports whether body already holds an entry for field.
-func hasFieldError(body *jsonBody, field string) bool {
-	for _, fe := range body.errs.Fields {
-		if len(fe.Loc) == 2 && fe.Loc[1] == field {
-			return true
-		}
-	}
-	return false
 }
 
 // checkAIKey returns why key cannot be an API key (it goes into an HTTP
@@ -673,22 +665,22 @@ func checkAIKey(key string) string {
 // checkAIBaseURL validates a provider base URL: absolute http(s), with a
 // host, and nothing the request path could not be appended to. Messages
 // are pydantic's for HttpUrl where it has one.
-func checkAIBaseURL(s string) *FieldError {
+func checkAIBaseURL(s string) *fastapi.FieldError {
 	if len(s) > maxAIBaseURLLen*4 || utf8.RuneCountInString(s) > maxAIBaseURLLen {
-		return &FieldError{Type: "string_too_long", Msg: fmt.Sprintf("String should have at most %d characters", maxAIBaseURLLen)}
+		return &fastapi.FieldError{Type: "string_too_long", Msg: fmt.Sprintf("String should have at most %d characters", maxAIBaseURLLen)}
 	}
 	u, err := url.Parse(s)
 	switch {
 	case err != nil:
-		return &FieldError{Type: "url_parsing", Msg: "Input should be a valid URL, invalid URL"}
+		return &fastapi.FieldError{Type: "url_parsing", Msg: "Input should be a valid URL, invalid URL"}
 	case u.Scheme == "":
-		return &FieldError{Type: "url_parsing", Msg: "Input should be a valid URL, relative URL without a base"}
+		return &fastapi.FieldError{Type: "url_parsing", Msg: "Input should be a valid URL, relative URL without a base"}
 	case u.Scheme != "http" && u.Scheme != "https":
-		return &FieldError{Type: "url_scheme", Msg: "URL scheme should be 'http' or 'https'"}
+		return &fastapi.FieldError{Type: "url_scheme", Msg: "URL scheme should be 'http' or 'https'"}
 	case u.Host == "" || u.Hostname() == "":
-		return &FieldError{Type: "url_parsing", Msg: "Input should be a valid URL, empty host"}
+		return &fastapi.FieldError{Type: "url_parsing", Msg: "Input should be a valid URL, empty host"}
 	case u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(s, "#"):
-		return &FieldError{Type: "value_error", Msg: valueErrorPrefx + "Base URL must not contain credentials, a query or a fragment"}
+		return &fastapi.FieldError{Type: "value_error", Msg: fastapi.ValueErrorPrefix + "Base URL must not contain credentials, a query or a fragment"}
 	}
 	return nil
 }
@@ -744,7 +736,7 @@ func (s *Service) handleGetAISettings(w http.ResponseWriter, r *http.Request, p 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, aiResponse(a))
+	fastapi.WriteJSON(w, http.StatusOK, aiResponse(a))
 	return nil
 }
 
@@ -760,7 +752,7 @@ func (s *Service) handleGetAISettings(w http.ResponseWriter, r *http.Request, p 
 // unknown fields "extra_forbidden". A PATCH that changes nothing does not
 // write the file (updated_at stays). 200 → the masked settings.
 func (s *Service) handlePatchAISettings(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	body, err := readJSONBody(w, r)
+	body, err := fastapi.ReadObject(w, r)
 	if err != nil {
 		return err
 	}
@@ -783,7 +775,7 @@ func (s *Service) handlePatchAISettings(w http.ResponseWriter, r *http.Request, 
 		return err
 	}
 	s.settingsChanged(r, p, aiSettingsName, changed)
-	writeJSON(w, http.StatusOK, aiResponse(a))
+	fastapi.WriteJSON(w, http.StatusOK, aiResponse(a))
 	return nil
 }
 
@@ -812,26 +804,26 @@ func (s *Service) handleGetDocumentLimits(w http.ResponseWriter, r *http.Request
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, documentLimits{MaxPDFSizeMB: d.MaxPDFSizeMB})
+	fastapi.WriteJSON(w, http.StatusOK, documentLimits{MaxPDFSizeMB: d.MaxPDFSizeMB})
 	return nil
 }
 
 // handlePatchDocumentLimits serves PATCH /api/settings/documents/limits
 // (admin): {"max_pdf_size_mb": 1..1024}, required. 200 → the new limits.
 func (s *Service) handlePatchDocumentLimits(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	body, err := readJSONBody(w, r)
+	body, err := fastapi.ReadObject(w, r)
 	if err != nil {
 		return err
 	}
 	size, present := body.OptionalInt("max_pdf_size_mb")
 	switch {
 	case !present:
-		body.errs.add("missing", msgMissing, "body", "max_pdf_size_mb")
+		body.Add("missing", fastapi.MsgMissing, "max_pdf_size_mb")
 	case size == nil:
 	case *size < 1:
-		body.errs.add("greater_than_equal", "Input should be greater than or equal to 1", "body", "max_pdf_size_mb")
+		body.Add("greater_than_equal", "Input should be greater than or equal to 1", "max_pdf_size_mb")
 	case *size > maxMaxPDFSizeMB:
-		body.errs.add("less_than_equal", fmt.Sprintf("Input should be less than or equal to %d", maxMaxPDFSizeMB), "body", "max_pdf_size_mb")
+		body.Add("less_than_equal", fmt.Sprintf("Input should be less than or equal to %d", maxMaxPDFSizeMB), "max_pdf_size_mb")
 	}
 	if err := body.Finish(); err != nil {
 		return err
@@ -849,6 +841,6 @@ func (s *Service) handlePatchDocumentLimits(w http.ResponseWriter, r *http.Reque
 		return err
 	}
 	s.settingsChanged(r, p, documentsSettingsName, changed)
-	writeJSON(w, http.StatusOK, documentLimits{MaxPDFSizeMB: d.MaxPDFSizeMB})
+	fastapi.WriteJSON(w, http.StatusOK, documentLimits{MaxPDFSizeMB: d.MaxPDFSizeMB})
 	return nil
 }

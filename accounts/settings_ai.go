@@ -14,6 +14,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/caddyaccounts/gateway/fastapi"
+
 	"go.uber.org/zap"
 )
 
@@ -128,8 +130,8 @@ func (s *Service) handleTestAI(w http.ResponseWriter, r *http.Request, p *Princi
 		s.log.Warn("AI provider connection test refused: the stored key would go to another origin",
 			zap.String("origin", origin), zap.String("user_id", p.User.ID))
 		s.auditAITest(r, p, cfg.Provider, origin, keySource, aiTestResult{outcome: aiTestOutcomeKeyOrigin})
-		var v ValidationError
-		v.add("value_error", valueErrorPrefx+msgStoredKeyOrigin, "body", "api_key")
+		var v fastapi.ValidationError
+		v.Add("value_error", fastapi.ValueErrorPrefix+msgStoredKeyOrigin, "body", "api_key")
 		return &v
 	}
 	res := s.settings.testAI(r.Context(), cfg)
@@ -144,7 +146,7 @@ func (s *Service) handleTestAI(w http.ResponseWriter, r *http.Request, p *Princi
 	}
 	s.log.Info("AI provider connection test", fields...)
 	s.auditAITest(r, p, cfg.Provider, origin, keySource, res)
-	writeJSON(w, http.StatusOK, res)
+	fastapi.WriteJSON(w, http.StatusOK, res)
 	return nil
 }
 
@@ -207,7 +209,7 @@ func aiOrigin(cfg aiSettings) string {
 // readOptionalAIPatch reads the optional body of the test route: none,
 // empty or null is no override.
 func readOptionalAIPatch(w http.ResponseWriter, r *http.Request) (aiPatch, error) {
-	raw, err := readBody(w, r)
+	raw, err := fastapi.ReadBody(w, r)
 	if err != nil {
 		return aiPatch{}, err
 	}
@@ -215,7 +217,7 @@ func readOptionalAIPatch(w http.ResponseWriter, r *http.Request) (aiPatch, error
 		return aiPatch{}, nil
 	}
 	r.Body = io.NopCloser(bytes.NewReader(raw))
-	body, err := readJSONBody(w, r)
+	body, err := fastapi.ReadObject(w, r)
 	if err != nil {
 		return aiPatch{}, err
 	}

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/caddyaccounts/gateway/fastapi"
 )
 
 // newSettingsEnv is a testEnv whose settings directory is dir/settings,
@@ -494,7 +496,7 @@ func TestMaxUploadBytesFollowsTheFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := svc.MaxUploadBytes()
-	if status, body, _ := errorStatus(err); status != 503 || body.(map[string]string)["detail"] != "Settings file documents.json is corrupt; fix or remove it" {
+	if status, body, _ := fastapi.Status(err); status != 503 || body.(map[string]string)["detail"] != "Settings file documents.json is corrupt; fix or remove it" {
 		t.Fatalf("corrupt file: %d %v", status, body)
 	}
 	if err := os.Remove(path); err != nil {
@@ -746,7 +748,7 @@ func TestSettingsLockWaitsForTheHolder(t *testing.T) {
 		cur.MaxPDFSizeMB = 3
 		return cur, true
 	})
-	if status, body, _ := errorStatus(err); status != 503 || body.(map[string]string)["detail"] != "Settings file documents.json could not be saved" {
+	if status, body, _ := fastapi.Status(err); status != 503 || body.(map[string]string)["detail"] != "Settings file documents.json could not be saved" {
 		t.Fatalf("update while locked: %d %v (%v)", status, body, err)
 	}
 	done := make(chan error)

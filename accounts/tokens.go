@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/caddyaccounts/gateway/fastapi"
+
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -194,7 +196,7 @@ func (ti *TokenIssuer) Verify(token string) (*Claims, error) {
 	if ti.issuer != "" && claims.Issuer != ti.issuer && !(claims.Issuer == "" && ti.acceptNoIssuer) {
 		return nil, errors.New("token has an unexpected issuer")
 	}
-	if !isUUID(claims.Subject) {
+	if !fastapi.IsUUID(claims.Subject) {
 		return nil, errors.New("subject is not a UUID")
 	}
 	return claims, nil

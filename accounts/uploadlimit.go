@@ -6,17 +6,19 @@ import (
 	"net/http"
 	"os"
 	"strings"
+
+	"github.com/caddyaccounts/gateway/fastapi"
 )
 
 // uploadTooLarge is the 413 of an upload over the limit.
-func uploadTooLarge(limit int64) *Error {
-	return newError(http.StatusRequestEntityTooLarge,
+func uploadTooLarge(limit int64) *fastapi.Error {
+	return fastapi.NewError(http.StatusRequestEntityTooLarge,
 		fmt.Sprintf("Upload exceeds the maximum size of %d MB", limit>>20))
 }
 
 // errEncodedBody refuses a compressed upload: its size on the wire says
 // nothing of its size once decoded (a 48 KB gzip can hold 50 MB).
-var errEncodedBody = newError(http.StatusUnsupportedMediaType, "Unsupported Content-Encoding")
+var errEncodedBody = fastapi.NewError(http.StatusUnsupportedMediaType, "Unsupported Content-Encoding")
 
 // encoded reports whether h declares a Content-Encoding other than
 // identity.
@@ -61,7 +63,7 @@ func LimitBody(r *http.Request, limit int64) (*http.Request, error) {
 	n, err := io.Copy(f, io.LimitReader(r.Body, limit+1))
 	if err != nil {
 		f.Close()
-		return nil, newError(http.StatusBadRequest, "Could not read the request body")
+		return nil, fastapi.NewError(http.StatusBadRequest, "Could not read the request body")
 	}
 	if n > limit {
 		f.Close()

@@ -7,6 +7,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/caddyaccounts/gateway/fastapi"
 )
 
 // chunked makes a request whose body has no declared length.
@@ -29,7 +31,7 @@ func TestLimitBody(t *testing.T) {
 	r = httptest.NewRequest("POST", "/", strings.NewReader("never read"))
 	r.ContentLength = limit + 1
 	_, err := LimitBody(r, limit)
-	if status, payload, _ := errorStatus(err); status != 413 || payload.(map[string]string)["detail"] != "Upload exceeds the maximum size of 1 MB" {
+	if status, payload, _ := fastapi.Status(err); status != 413 || payload.(map[string]string)["detail"] != "Upload exceeds the maximum size of 1 MB" {
 		t.Fatalf("over the limit: %d %v", status, payload)
 	}
 
@@ -62,7 +64,7 @@ func TestLimitBodyRefusesEncodedBodies(t *testing.T) {
 		r := httptest.NewRequest("POST", "/", strings.NewReader("compressed"))
 		r.Header.Set("Content-Encoding", enc)
 		_, err := LimitBody(r, 1<<20)
-		if status, payload, _ := errorStatus(err); status != 415 || payload.(map[string]string)["detail"] != "Unsupported Content-Encoding" {
+		if status, payload, _ := fastapi.Status(err); status != 415 || payload.(map[string]string)["detail"] != "Unsupported Content-Encoding" {
 			t.Errorf("Content-Encoding %q: %d %v", enc, status, payload)
 		}
 	}

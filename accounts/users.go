@@ -8,6 +8,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/caddyaccounts/gateway/fastapi"
+
 	"github.com/jackc/pgx/v5"
 )
 
@@ -94,7 +96,7 @@ func emailKeyArg(email string) *string {
 // userByEmail loads a user and their password hash by email: any
 // spelling of the same mailbox (byEmail).
 func (s *Service) userByEmail(ctx context.Context, email string) (*User, string, error) {
-	if hasNUL(email) || !utf8.ValidString(email) {
+	if fastapi.HasNUL(email) || !utf8.ValidString(email) {
 		return nil, "", errNoUser // no stored email is such text
 	}
 	var hash string
@@ -110,7 +112,7 @@ func (s *Service) userByEmail(ctx context.Context, email string) (*User, string,
 }
 
 // errEmailTaken is returned by createUser for a duplicate email.
-var errEmailTaken = newError(http.StatusConflict, "Email already registered")
+var errEmailTaken = fastapi.NewError(http.StatusConflict, "Email already registered")
 
 // createUser inserts a user and their profile in one transaction. email
 // has passed checkEmail; another spelling of the same mailbox is
@@ -181,6 +183,6 @@ func (s *Service) CreateAdmin(ctx context.Context, email, password string) (*Use
 
 // handleMe serves GET /api/users/me.
 func (s *Service) handleMe(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	writeJSON(w, http.StatusOK, p.User)
+	fastapi.WriteJSON(w, http.StatusOK, p.User)
 	return nil
 }

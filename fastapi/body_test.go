@@ -1,4 +1,4 @@
-package accounts
+package fastapi
 
 import (
 	"encoding/json"
@@ -8,39 +8,7 @@ import (
 	"testing"
 )
 
-func TestCheckEmail(t *testing.T) {
-	valid := []string{"a@b.co", "First.Last+tag@example.com", "x@sub.domain.example", "o'brien@example.ie", "user@bücher.de", "u@xn--bcher-kva.de"}
-	for _, e := range valid {
-		if msg := checkEmail(e); msg != "" {
-			t.Errorf("checkEmail(%q) = %q, want valid", e, msg)
-		}
-	}
-	invalid := map[string]string{
-		"":                                      "value is not a valid email address: The email address is empty.",
-		"plain":                                 "value is not a valid email address: An email address must have an @-sign.",
-		"a@b@c.co":                              "value is not a valid email address: The email address is not valid. It must have exactly one @-sign.",
-		"@b.co":                                 "value is not a valid email address: There must be something before the @-sign.",
-		"a@":                                    "value is not a valid email address: There must be something after the @-sign.",
-		"a@localhost":                           "value is not a valid email address: The part after the @-sign is not valid. It should have a period.",
-		"a..b@c.co":                             "value is not a valid email address: The part before the @-sign is not valid.",
-		".a@c.co":                               "value is not a valid email address: The part before the @-sign is not valid.",
-		"a b@c.co":                              "value is not a valid email address: The part before the @-sign is not valid.",
-		"a@-c.co":                               "value is not a valid email address: The part after the @-sign is not valid.",
-		"a@c..co":                               "value is not a valid email address: The part after the @-sign is not valid.",
-		"a@c.c":                                 "value is not a valid email address: The part after the @-sign is not valid.",
-		"a@c.123":                               "value is not a valid email address: The part after the @-sign is not valid.",
-		"a@c_d.co":                              "value is not a valid email address: The part after the @-sign contains invalid characters.",
-		strings.Repeat("a", 65) + "@c.co":       "value is not a valid email address: The part before the @-sign is not valid.",
-		"a@" + strings.Repeat("b", 250) + ".co": "value is not a valid email address: The email address is too long.",
-	}
-	for e, want := range invalid {
-		if got := checkEmail(e); got != want {
-			t.Errorf("checkEmail(%q) = %q, want %q", e, got, want)
-		}
-	}
-}
-
-// decodeTestBody runs readJSONBody on a request and reads two fields.
+// decodeTestBody runs ReadObject on a request and reads two fields.
 func decodeTestBody(contentType, body string) (int, string) {
 	r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(body))
 	if contentType != "" {
@@ -48,7 +16,7 @@ func decodeTestBody(contentType, body string) (int, string) {
 	}
 	w := httptest.NewRecorder()
 	err := func() error {
-		b, err := readJSONBody(w, r)
+		b, err := ReadObject(w, r)
 		if err != nil {
 			return err
 		}
@@ -61,7 +29,7 @@ func decodeTestBody(contentType, body string) (int, string) {
 	if err == nil {
 		return http.StatusOK, ""
 	}
-	status, payload, _ := errorStatus(err)
+	status, payload, _ := Status(err)
 	out, _ := json.Marshal(payload)
 	return status, string(out)
 }
@@ -99,7 +67,7 @@ func TestReadJSONBody(t *testing.T) {
 			`{"detail":[{"type":"missing","loc":["body"],"msg":"Field required"}]}`},
 		{"form content type", "application/x-www-form-urlencoded", `name=x`, 422,
 			`{"detail":[{"type":"model_attributes_type","loc":["body"],"msg":"Input should be a valid dictionary or object to extract fields from"}]}`},
-		{"too large", "application/json", `{"name":"` + strings.Repeat("x", maxBodyBytes) + `"}`, 413,
+		{"too large", "application/json", `{"name":"` + strings.Repeat("x", MaxBodyBytes) + `"}`, 413,
 			`{"detail":"Request body too large"}`},
 	}
 	for _, tt := range tests {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -364,4 +365,64 @@ func EmailKeyConflicts(ctx context.Context, db *pgxpool.Pool) ([]EmailKeyConflic
 		}
 	}
 	return conflicts, nil
+}
+
+// ---- Address validation ----
+
+// maxEmailLen is the longest address SMTP can carry (RFC 5321).
+const maxEmailLen = 254
+
+var (
+	emailLocalPart = regexp.MustCompile("^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+	emailTLD       = regexp.MustCompile(`^[\p{L}]{2,63}$|^xn--[a-z0-9-]{1,59}$`)
+)
+
+// checkEmail validates an address as pydantic's EmailStr would and
+// returns the reason it is invalid, or "".
+func checkEmail(email string) string {
+	const prefix = "value is not a valid email address: "
+	if email == "" {
+		return prefix + "The email address is empty."
+	}
+	if len(email) > maxEmailLen {
+		return prefix + "The email address is too long."
+	}
+	at := strings.Count(email, "@")
+	if at == 0 {
+		return prefix + "An email address must have an @-sign."
+	}
+	if at > 1 {
+		return prefix + "The email address is not valid. It must have exactly one @-sign."
+	}
+	local, domain, _ := strings.Cut(email, "@")
+	if local == "" {
+		return prefix + "There must be something before the @-sign."
+	}
+	if len(local) > 64 || !emailLocalPart.MatchString(local) {
+		return prefix + "The part before the @-sign is not valid."
+	}
+	if domain == "" {
+		return prefix + "There must be something after the @-sign."
+	}
+	labels := strings.Split(strings.ToLower(domain), ".")
+	if len(labels) < 2 {
+		return prefix + "The part after the @-sign is not valid. It should have a period."
+	}
+	for _, l := range labels {
+		if l == "" || len(l) > 63 || strings.HasPrefix(l, "-") || strings.HasSuffix(l, "-") {
+			return prefix + "The part after the @-sign is not valid."
+		}
+		for _, r := range l {
+			if r != '-' && !unicode.IsLetter(r) && !unicode.IsDigit(r) {
+				return prefix + "The part after the @-sign contains invalid characters."
+			}
+		}
+	}
+	if !emailTLD.MatchString(labels[len(labels)-1]) {
+		return prefix + "The part after the @-sign is not valid."
+	}
+	if msg := checkEmailDomain(domain); msg != "" {
+		return prefix + msg
+	}
+	return ""
 }

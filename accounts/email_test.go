@@ -8,9 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"golang.org/x/crypto/bcrypt"
-
 	"github.com/caddyaccounts/gateway/migrations"
+	"golang.org/x/crypto/bcrypt"
 )
 
 func TestEmailKey(t *testing.T) {
@@ -308,5 +307,37 @@ func TestMigrateReportsEmailKeyConflicts(t *testing.T) {
 	conflicts, err = EmailKeyConflicts(ctx, pool)
 	if err != nil || len(conflicts) != 3 {
 		t.Fatalf("after the fix: %+v, %v; want the three others", conflicts, err)
+	}
+}
+
+func TestCheckEmail(t *testing.T) {
+	valid := []string{"a@b.co", "First.Last+tag@example.com", "x@sub.domain.example", "o'brien@example.ie", "user@bücher.de", "u@xn--bcher-kva.de"}
+	for _, e := range valid {
+		if msg := checkEmail(e); msg != "" {
+			t.Errorf("checkEmail(%q) = %q, want valid", e, msg)
+		}
+	}
+	invalid := map[string]string{
+		"":                                      "value is not a valid email address: The email address is empty.",
+		"plain":                                 "value is not a valid email address: An email address must have an @-sign.",
+		"a@b@c.co":                              "value is not a valid email address: The email address is not valid. It must have exactly one @-sign.",
+		"@b.co":                                 "value is not a valid email address: There must be something before the @-sign.",
+		"a@":                                    "value is not a valid email address: There must be something after the @-sign.",
+		"a@localhost":                           "value is not a valid email address: The part after the @-sign is not valid. It should have a period.",
+		"a..b@c.co":                             "value is not a valid email address: The part before the @-sign is not valid.",
+		".a@c.co":                               "value is not a valid email address: The part before the @-sign is not valid.",
+		"a b@c.co":                              "value is not a valid email address: The part before the @-sign is not valid.",
+		"a@-c.co":                               "value is not a valid email address: The part after the @-sign is not valid.",
+		"a@c..co":                               "value is not a valid email address: The part after the @-sign is not valid.",
+		"a@c.c":                                 "value is not a valid email address: The part after the @-sign is not valid.",
+		"a@c.123":                               "value is not a valid email address: The part after the @-sign is not valid.",
+		"a@c_d.co":                              "value is not a valid email address: The part after the @-sign contains invalid characters.",
+		strings.Repeat("a", 65) + "@c.co":       "value is not a valid email address: The part before the @-sign is not valid.",
+		"a@" + strings.Repeat("b", 250) + ".co": "value is not a valid email address: The email address is too long.",
+	}
+	for e, want := range invalid {
+		if got := checkEmail(e); got != want {
+			t.Errorf("checkEmail(%q) = %q, want %q", e, got, want)
+		}
 	}
 }
