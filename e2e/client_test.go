@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/caddyaccounts/gateway/internal/apitest"
 )
 
 // The client of a gateway (Client), which records every /api/* exchange
@@ -79,12 +81,9 @@ func newClient(tb testing.TB, base string) *Client {
 	return c
 }
 
-// Response is what a request got back, body read whole.
-type Response struct {
-	Status int
-	Header http.Header
-	Body   []byte
-}
+// Response is what a request got back, body read whole: apitest's, so
+// that scenarios and the Client's own requests give the same thing.
+type Response = apitest.Response
 
 // NewRequest makes a request for path (relative to the gateway).
 func (c *Client) NewRequest(method, path string, body io.Reader) *http.Request {
@@ -99,17 +98,35 @@ func (c *Client) NewRequest(method, path string, body io.Reader) *http.Request {
 // Do sends req and reads the whole response.
 func (c *Client) Do(req *http.Request) *Response {
 	c.t.Helper()
-	res, err := c.HTTP.Do(req)
+	r, err := c.send(req)
 	if err != nil {
 		c.t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
 	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		c.t.Fatalf("%s %s: reading the body: %v", req.Method, req.URL.Path, err)
+	return r
+}
+
+// send is the Client as an apitest.Sender: it sends req with c.HTTP and
+// records the exchange for the OpenAPI check of the run.
+func (c *Client) send(req *http.Request) (*Response, error) {
+	r, err := apitest.Client(c.HTTP)(req)
+	if err == nil {
+		record(c.t, req, r)
 	}
-	record(c.t, req, res, b)
-	return &Response{Status: res.StatusCode, Header: res.Header, Body: b}
+	return r, err
+}
+
+// Run sends the scenario to the gateway (its URL relative to c.Base) and
+// checks the answer; see apitest.Scenario. The exchange is recorded like
+// any other of c.
+func (c *Client) Run(tb testing.TB, s apitest.Scenario) *Response {
+	tb.Helper()
+	return s.Run(tb, c.Base, c.send)
+}
+
+// Table runs each scenario as a subtest of t named after it (Run).
+func (c *Client) Table(t *testing.T, scenarios []apitest.Scenario) {
+	t.Helper()
+	apitest.Table(t, c.Base, c.send, scenarios)
 }
 
 // Exchange is one response to a request of a Client, recorded for the
@@ -136,7 +153,7 @@ var recorded struct {
 
 // record keeps the exchange of req, if recording is on and its path is
 // one of the API's.
-func record(tb testing.TB, req *http.Request, res *http.Response, body []byte) {
+func record(tb testing.TB, req *http.Request, r *Response) {
 	if !recorded.on.Load() {
 		return
 	}
@@ -147,9 +164,9 @@ func record(tb testing.TB, req *http.Request, res *http.Response, body []byte) {
 		Test:   tb.Name(),
 		Method: req.Method,
 		URI:    req.URL.RequestURI(),
-		Status: res.StatusCode,
-		Header: res.Header.Clone(),
-		Body:   bytes.Clone(body),
+		Status: r.Status,
+		Header: r.Header.Clone(),
+		Body:   bytes.Clone(r.Body),
 	}
 	recorded.mu.Lock()
 	recorded.exchanges = append(recorded.exchanges, ex)

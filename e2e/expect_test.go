@@ -1,16 +1,28 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"mime"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
+
+	"github.com/caddyaccounts/gateway/internal/apitest"
 )
 
-// Assertions on responses.
+// Assertions on responses: the vocabulary is internal/apitest's
+// Scenario (Client.Run, Client.Table); the expect* helpers below are
+// scenarios' checks applied to an answer already got.
+
+var (
+	// jsonHeaders are the headers every JSON answer of the gateway
+	// carries exactly.
+	jsonHeaders = map[string]string{"Content-Type": "application/json"}
+	// bearerHeaders are those of a 401: JSON, and exactly one Bearer
+	// challenge.
+	bearerHeaders = map[string]string{"Content-Type": "application/json", "WWW-Authenticate": "Bearer"}
+)
 
 // fieldError is one entry of a 422 answer.
 type fieldError struct {
@@ -19,85 +31,43 @@ type fieldError struct {
 	Msg  string `json:"msg"`
 }
 
-// Decode unmarshals the JSON body into v.
-func (r *Response) Decode(tb testing.TB, v any) {
-	tb.Helper()
-	if err := json.Unmarshal(r.Body, v); err != nil {
-		tb.Fatalf("body %q is not the expected JSON: %v", r.Body, err)
-	}
-}
-
-// JSON decodes the body as a JSON object.
-func (r *Response) JSON(tb testing.TB) map[string]any {
-	tb.Helper()
-	var m map[string]any
-	r.Decode(tb, &m)
-	return m
-}
-
-// ContentType is the media type of the response, without parameters.
-func (r *Response) ContentType() string {
-	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	return mt
+// noEcho lists the secrets an answer must not hold, for
+// Scenario.NotExpectedContent ("" is no secret: every body holds it).
+func noEcho(secrets ...string) []string {
+	return slices.DeleteFunc(slices.Clone(secrets), func(s string) bool { return s == "" })
 }
 
 // expectStatus fails tb unless r has status want.
 func expectStatus(tb testing.TB, r *Response, want int) {
 	tb.Helper()
-	if r.Status != want {
-		tb.Fatalf("status %d, want %d; body: %s", r.Status, want, truncate(r.Body, 2000))
-	}
+	apitest.Scenario{ExpectedStatus: want}.Check(tb, r)
 }
 
-// expectDetail checks an error answer: status, application/json, and a
-// body that is exactly {"detail": detail}.
+// expectDetail checks an error answer: status, Content-Type exactly
+// application/json, and a body that is exactly {"detail": detail}.
 func expectDetail(tb testing.TB, r *Response, status int, detail string) {
 	tb.Helper()
-	expectStatus(tb, r, status)
-	if ct := r.ContentType(); ct != "application/json" {
-		tb.Errorf("Content-Type %q, want application/json", r.Header.Get("Content-Type"))
-	}
-	var body map[string]any
-	r.Decode(tb, &body)
-	if len(body) != 1 || body["detail"] != detail {
-		tb.Fatalf("body %s, want {\"detail\": %q}", r.Body, detail)
-	}
+	apitest.Scenario{ExpectedStatus: status, ExpectedBody: apitest.Detail(detail), ExpectedHeaders: jsonHeaders}.Check(tb, r)
 }
 
 // expectBearerError checks a 401 with the detail and exactly one
 // "WWW-Authenticate: Bearer".
 func expectBearerError(tb testing.TB, r *Response, detail string) {
 	tb.Helper()
-	expectDetail(tb, r, http.StatusUnauthorized, detail)
-	if got := r.Header.Values("Www-Authenticate"); len(got) != 1 || got[0] != "Bearer" {
-		tb.Errorf("WWW-Authenticate %q, want exactly [\"Bearer\"]", got)
-	}
+	apitest.Scenario{ExpectedStatus: http.StatusUnauthorized, ExpectedBody: apitest.Detail(detail), ExpectedHeaders: bearerHeaders}.Check(tb, r)
 }
 
 // expectValidation checks a 422 whose detail is exactly want (entries
 // with no other members than type, loc and msg).
 func expectValidation(tb testing.TB, r *Response, want ...fieldError) {
 	tb.Helper()
-	expectStatus(tb, r, http.StatusUnprocessableEntity)
-	if ct := r.ContentType(); ct != "application/json" {
-		tb.Errorf("Content-Type %q, want application/json", r.Header.Get("Content-Type"))
-	}
-	var body map[string]json.RawMessage
-	r.Decode(tb, &body)
-	if len(body) != 1 || body["detail"] == nil {
-		tb.Fatalf("body %s: want exactly a detail member", r.Body)
-	}
-	if got, wantJSON := canonicalJSON(tb, body["detail"]), canonicalJSON(tb, want); got != wantJSON {
-		tb.Fatalf("422 detail\n got %s\nwant %s", got, wantJSON)
-	}
+	apitest.Scenario{ExpectedStatus: http.StatusUnprocessableEntity, ExpectedBody: apitest.Detail(want), ExpectedHeaders: jsonHeaders}.Check(tb, r)
 }
 
-// expectNoEcho fails tb if the body contains secret.
+// expectNoEcho fails tb if the body contains secret, whatever the status.
 func expectNoEcho(tb testing.TB, r *Response, secret string) {
 	tb.Helper()
-	if secret != "" && bytes.Contains(r.Body, []byte(secret)) {
-		tb.Errorf("the response echoes a secret (%q): %s", secret, truncate(r.Body, 2000))
-	}
+	apitest.Scenario{ExpectedStatus: r.Status, NotExpectedContent: noEcho(secret)}.Check(tb, r)
 }
 
 // canonicalJSON re-encodes v (a value, or JSON text as json.RawMessage or

@@ -296,19 +296,18 @@ func (s Scenario) Check(tb testing.TB, r *Response) {
 	}
 }
 
-// name is the scenario's Name, else its method and URL.
+// name is the scenario's Name, else its method and URL, else (a
+// scenario used only to Check) "the answer".
 func (s Scenario) name() string {
-	if s.Name != "" {
+	switch {
+	case s.Name != "":
 		return s.Name
+	case s.URL == "":
+		return "the answer"
+	case s.Method == "":
+		return http.MethodGet + " " + s.URL
 	}
-	method := s.Method
-	if method == "" {
-		method = http.MethodGet
-	}
-	if s.URL == "" {
-		return method
-	}
-	return method + " " + s.URL
+	return s.Method + " " + s.URL
 }
 
 // Detail returns the JSON of an error answer in FastAPI's shape,

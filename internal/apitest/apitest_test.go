@@ -161,7 +161,7 @@ func TestCheckFailures(t *testing.T) {
 		msg := failure(func(tb testing.TB) {
 			Scenario{ExpectedStatus: 200, ExpectedBody: `{bad`}.Check(tb, &Response{Status: 200, Body: []byte("{}")})
 		})
-		if !strings.Contains(msg, "ExpectedBody {bad is not JSON") {
+		if !strings.HasPrefix(msg, "the answer: ExpectedBody {bad is not JSON") {
 			t.Errorf("failure %q", msg)
 		}
 	})
