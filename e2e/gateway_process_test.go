@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/caddyaccounts/gateway/internal/testnet"
 )
 
 // The gateway process: starting it with the project's Caddyfile and an
@@ -151,11 +152,11 @@ func launchGatewayOnce(opts GatewayOptions) (*Gateway, error) {
 	}
 	var err error
 	if opts.Port == 0 {
-		if opts.Port, err = freePort(); err != nil {
+		if opts.Port, err = testnet.FreePort(); err != nil {
 			return nil, err
 		}
 	}
-	adminPort, err := freePort()
+	adminPort, err := testnet.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -380,29 +381,6 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
-}
-
-// portsHandedOut are the ports freePort has returned in this process.
-var portsHandedOut sync.Map // int -> struct{}
-
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago and
-// that it has never returned before. Once closed, a port can come back
-// from the kernel at once; and Caddy binds with SO_REUSEPORT, so two
-// gateways given the same port would both start and share its
-// connections. Hence each port is handed out once.
-func freePort() (int, error) {
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, err
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if _, taken := portsHandedOut.LoadOrStore(port, struct{}{}); !taken {
-			return port, nil
-		}
-	}
-	return 0, errors.New("freePort: the kernel keeps giving ports already handed out")
 }
 
 // ---------------------------------------------------------------------

@@ -221,49 +221,32 @@ func newDatabase(tb testing.TB) string {
 	return dbCluster(tb).NewDB(tb, "", nil)
 }
 
-// createDatabase makes an empty database that outlives any one test (for
-// the shared gateway); drop removes it.
-func createDatabase(c *pgtest.Cluster, prefix string) (dbURL string, drop func() error, err error) {
-	name := prefix + "_" + randomHex(6)
-	admin := func(sql string) error {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, c.URL("postgres"))
-		if err != nil {
-			return err
-		}
-		defer conn.Close(context.Background())
-		_, err = conn.Exec(ctx, sql)
-		return err
-	}
-	ident := pgx.Identifier{name}.Sanitize()
-	if err := admin("CREATE DATABASE " + ident); err != nil {
-		return "", nil, fmt.Errorf("creating database %s: %w", name, err)
-	}
-	return c.URL(name), func() error { return admin("DROP DATABASE IF EXISTS " + ident + " WITH (FORCE)") }, nil
-}
-
 // execSQL runs one statement on the database at dbURL and returns the
 // number of rows it affected.
 func execSQL(tb testing.TB, dbURL, sql string, args ...any) int64 {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, dbURL)
-	if err != nil {
-		tb.Fatalf("connecting to the test database: %v", err)
-	}
-	defer conn.Close(context.Background())
-	tag, err := conn.Exec(ctx, sql, args...)
-	if err != nil {
-		tb.Fatalf("%s: %v", sql, err)
-	}
-	return tag.RowsAffected()
+	var n int64
+	withConn(tb, dbURL, sql, func(ctx context.Context, conn *pgx.Conn) error {
+		tag, err := conn.Exec(ctx, sql, args...)
+		n = tag.RowsAffected()
+		return err
+	})
+	return n
 }
 
 // querySQL runs a query that returns one row and scans it into dest.
 func querySQL(tb testing.TB, dbURL, sql string, args []any, dest ...any) {
 	tb.Helper()
+	withConn(tb, dbURL, sql, func(ctx context.Context, conn *pgx.Conn) error {
+		return conn.QueryRow(ctx, sql, args...).Scan(dest...)
+	})
+}
+
+// withConn runs f on a connection of its own to the database at dbURL,
+// within 15 seconds, and fails tb if that goes wrong; sql names f's
+// statement in the failure.
+func withConn(tb testing.TB, dbURL, sql string, f func(context.Context, *pgx.Conn) error) {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, dbURL)
@@ -271,7 +254,7 @@ func querySQL(tb testing.TB, dbURL, sql string, args []any, dest ...any) {
 		tb.Fatalf("connecting to the test database: %v", err)
 	}
 	defer conn.Close(context.Background())
-	if err := conn.QueryRow(ctx, sql, args...).Scan(dest...); err != nil {
+	if err := f(ctx, conn); err != nil {
 		tb.Fatalf("%s: %v", sql, err)
 	}
 }
@@ -305,7 +288,9 @@ func sharedGateway(t testing.TB) *Gateway {
 }
 
 func startShared(c *pgtest.Cluster) (*Gateway, error) {
-	dbURL, drop, err := createDatabase(c, "e2e_shared")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dbURL, drop, err := c.CreateDB(ctx, "e2e shared")
 	if err != nil {
 		return nil, err
 	}
