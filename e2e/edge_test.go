@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -21,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyaccounts/gateway/internal/apitest"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
 )
@@ -301,9 +303,11 @@ func TestEdgeCredentials(t *testing.T) {
 	_, _, other := c.NewUser()
 
 	for _, path := range []string{"/api/documents/dup-" + randomHex(6), "/api/users/me"} {
-		req := c.NewRequest(http.MethodGet, path, nil)
-		req.Header["Authorization"] = []string{"Bearer " + token, "Bearer " + other}
-		expectDetail(t, c.Do(req), http.StatusBadRequest, "Multiple Authorization headers")
+		c.Run(t, apitest.Scenario{
+			URL:            path,
+			Request:        func(req *http.Request) { req.Header["Authorization"] = []string{"Bearer " + token, "Bearer " + other} },
+			ExpectedStatus: http.StatusBadRequest, ExpectedBody: apitest.Detail("Multiple Authorization headers"), ExpectedHeaders: jsonHeaders,
+		})
 		if strings.HasPrefix(path, "/api/documents/") {
 			if got := g.Doc.WithPathPrefix(path); len(got) != 0 {
 				t.Fatalf("a request with two Authorization headers reached the service: %v", got[0].Header)
@@ -386,25 +390,25 @@ func TestEdgeEncodedUploadRefused(t *testing.T) {
 	_ = zw.Close()
 	for _, chunked := range []bool{false, true} {
 		path := "/api/documents/gzip-" + randomHex(6)
-		req := c.NewRequest(http.MethodPost, path, bytes.NewReader(zipped.Bytes()))
+		var body io.Reader = bytes.NewReader(zipped.Bytes())
 		if chunked {
-			req.ContentLength = -1
-			req.Body = io.NopCloser(bytes.NewReader(zipped.Bytes()))
+			body = io.MultiReader(body) // unknown length: sent chunked
 		}
-		req.Header.Set("Content-Type", "application/pdf")
-		req.Header.Set("Content-Encoding", "gzip")
-		setToken(req, token)
-		expectDetail(t, c.Do(req), http.StatusUnsupportedMediaType, "Unsupported Content-Encoding")
+		c.Run(t, apitest.Scenario{
+			Method: http.MethodPost, URL: path, Body: body,
+			Headers:        map[string]string{"Content-Type": "application/pdf", "Content-Encoding": "gzip", "Authorization": "Bearer " + token},
+			ExpectedStatus: http.StatusUnsupportedMediaType, ExpectedBody: apitest.Detail("Unsupported Content-Encoding"), ExpectedHeaders: jsonHeaders,
+		})
 		if got := g.Doc.WithPathPrefix(path); len(got) != 0 {
 			t.Fatalf("an encoded upload reached the service (chunked %v)", chunked)
 		}
 	}
 	// identity is no encoding.
-	path := "/api/documents/identity-" + randomHex(6)
-	req := c.NewRequest(http.MethodPost, path, strings.NewReader("plain"))
-	req.Header.Set("Content-Encoding", "identity")
-	setToken(req, token)
-	expectStatus(t, c.Do(req), http.StatusOK)
+	c.Run(t, apitest.Scenario{
+		Method: http.MethodPost, URL: "/api/documents/identity-" + randomHex(6), Body: "plain",
+		Headers:        map[string]string{"Content-Encoding": "identity", "Authorization": "Bearer " + token},
+		ExpectedStatus: http.StatusOK,
+	})
 }
 
 // securityHeaders are the headers every response of the site carries.
@@ -415,20 +419,16 @@ var securityHeaders = map[string]string{
 	"Content-Security-Policy": "frame-ancestors 'none'",
 }
 
-func expectSecurityHeaders(t *testing.T, what string, r *Response, hsts bool) {
-	t.Helper()
-	for name, want := range securityHeaders {
-		if got := r.Header.Values(name); !slices.Equal(got, []string{want}) {
-			t.Errorf("%s (%d): %s %q, want %q", what, r.Status, name, got, want)
-		}
+// secured returns the headers every response carries exactly, for
+// Scenario.ExpectedHeaders: securityHeaders, and HSTS over HTTPS (and
+// none over plain HTTP).
+func secured(https bool) map[string]string {
+	h := maps.Clone(securityHeaders)
+	h["Strict-Transport-Security"] = ""
+	if https {
+		h["Strict-Transport-Security"] = "max-age=31536000"
 	}
-	got := r.Header.Values("Strict-Transport-Security")
-	switch {
-	case hsts && !slices.Equal(got, []string{"max-age=31536000"}):
-		t.Errorf("%s (%d): Strict-Transport-Security %q, want max-age=31536000", what, r.Status, got)
-	case !hsts && len(got) != 0:
-		t.Errorf("%s (%d): Strict-Transport-Security %q over plain HTTP", what, r.Status, got)
-	}
+	return h
 }
 
 // TestEdgeSecurityHeaders: every response of the site, the API's, the
@@ -439,37 +439,31 @@ func TestEdgeSecurityHeaders(t *testing.T) {
 	g := sharedGateway(t)
 	c := g.Client(t)
 	_, _, token := c.NewUser()
-	for _, tc := range []struct {
-		path, token string
-		status      int
-	}{
-		{"/api/health", "", 200},
-		{"/api/users/me", token, 200},
-		{"/api/users/me", "", 401},
-		{"/api/nowhere", "", 404},
-		{"/api/documents/x", token, 200},
-		{"/api/documents/status/500", token, 500},
-		{"/api/documents/x", "", 401},
-		{"/", "", 200},
-		{"/some/page", "", 200},
-		{"/.well-known/jwks.json", "", 200},
-	} {
-		r := c.Get(tc.path, tc.token)
-		expectStatus(t, r, tc.status)
-		expectSecurityHeaders(t, tc.path, r, false)
-	}
+	bearer := map[string]string{"Authorization": "Bearer " + token}
+	c.Table(t, []apitest.Scenario{
+		{URL: "/api/health", ExpectedStatus: 200, ExpectedHeaders: secured(false)},
+		{Name: "GET /api/users/me with a token", URL: "/api/users/me", Headers: bearer, ExpectedStatus: 200, ExpectedHeaders: secured(false)},
+		{URL: "/api/users/me", ExpectedStatus: 401, ExpectedHeaders: secured(false)},
+		{URL: "/api/nowhere", ExpectedStatus: 404, ExpectedHeaders: secured(false)},
+		{Name: "GET /api/documents/x with a token", URL: "/api/documents/x", Headers: bearer, ExpectedStatus: 200, ExpectedHeaders: secured(false)},
+		{URL: "/api/documents/status/500", Headers: bearer, ExpectedStatus: 500, ExpectedHeaders: secured(false)},
+		{URL: "/api/documents/x", ExpectedStatus: 401, ExpectedHeaders: secured(false)},
+		{URL: "/", ExpectedStatus: 200, ExpectedHeaders: secured(false)},
+		{URL: "/some/page", ExpectedStatus: 200, ExpectedHeaders: secured(false)},
+		{URL: "/.well-known/jwks.json", ExpectedStatus: 200, ExpectedHeaders: secured(false)},
+	})
 
 	// The document service down: Caddy's 502 through handle_errors.
 	gone := NewDocStub()
 	gone.Close()
 	down := startGateway(t, GatewayOptions{DatabaseURL: g.DatabaseURL, DocService: gone.Addr()})
-	r := down.Client(t).Get("/api/documents/x", token)
-	expectStatus(t, r, http.StatusBadGateway)
-	expectSecurityHeaders(t, "document service down", r, false)
+	down.Client(t).Run(t, apitest.Scenario{Name: "document service down", URL: "/api/documents/x", Headers: bearer,
+		ExpectedStatus: http.StatusBadGateway, ExpectedHeaders: secured(false)})
 
 	hg := startHTTPSGateway(t, testCaddyfile(t, httpsGlobal, ""))
-	hc := hg.Plain(t)
-	for _, path := range []string{"/api/health", "/api/nowhere", "/"} {
-		expectSecurityHeaders(t, "https "+path, hc.Get(path, ""), true)
-	}
+	hg.Plain(t).Table(t, []apitest.Scenario{
+		{Name: "https /api/health", URL: "/api/health", ExpectedStatus: 200, ExpectedHeaders: secured(true)},
+		{Name: "https /api/nowhere", URL: "/api/nowhere", ExpectedStatus: 404, ExpectedHeaders: secured(true)},
+		{Name: "https /", URL: "/", ExpectedStatus: 200, ExpectedHeaders: secured(true)},
+	})
 }

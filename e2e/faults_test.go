@@ -25,6 +25,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/caddyaccounts/gateway/internal/apitest"
 	"github.com/caddyaccounts/gateway/internal/pgtest"
 )
 
@@ -103,16 +104,7 @@ func (fc *faultClient) do(method, path, token, contentType, body string) (*Respo
 	if method != http.MethodGet {
 		hc = fc.fresh
 	}
-	res, err := hc.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		return nil, fmt.Errorf("reading the body: %w", err)
-	}
-	return &Response{Status: res.StatusCode, Header: res.Header, Body: b}, nil
+	return apitest.Client(hc)(req)
 }
 
 func (fc *faultClient) login(email, pw string) (*Response, error) {

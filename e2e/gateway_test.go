@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/caddyaccounts/gateway/internal/apitest"
 )
 
 // The scenarios of the accounts API through the real gateway: register,
@@ -43,6 +45,44 @@ func missing(loc ...any) fieldError {
 
 func emailErr(reason string) fieldError {
 	return fieldError{Type: "value_error", Loc: []any{"body", "email"}, Msg: "value is not a valid email address: " + reason}
+}
+
+// formHeaders are those of a form sent to /api/auth/login.
+var formHeaders = map[string]string{"Content-Type": "application/x-www-form-urlencoded"}
+
+// register422 is POST /api/auth/register with body (sent as JSON),
+// refused with exactly the 422 entries want, and an answer that holds
+// none of secrets.
+func register422(name string, body any, want []fieldError, secrets ...string) apitest.Scenario {
+	return apitest.Scenario{
+		Name: name, Method: http.MethodPost, URL: "/api/auth/register", Body: body,
+		Headers:        map[string]string{"Content-Type": "application/json"},
+		ExpectedStatus: http.StatusUnprocessableEntity, ExpectedBody: apitest.Detail(want), ExpectedHeaders: jsonHeaders,
+		NotExpectedContent: noEcho(secrets...),
+	}
+}
+
+// login422 is POST /api/auth/login with form, refused with exactly the
+// 422 entries want, and an answer that holds none of secrets.
+func login422(name string, form url.Values, want []fieldError, secrets ...string) apitest.Scenario {
+	return apitest.Scenario{
+		Name: name, Method: http.MethodPost, URL: "/api/auth/login", Body: form.Encode(),
+		Headers:        formHeaders,
+		ExpectedStatus: http.StatusUnprocessableEntity, ExpectedBody: apitest.Detail(want), ExpectedHeaders: jsonHeaders,
+		NotExpectedContent: noEcho(secrets...),
+	}
+}
+
+// loginRefused is POST /api/auth/login with form, refused with 401
+// "Incorrect email or password" and a Bearer challenge, and an answer
+// that holds none of secrets.
+func loginRefused(form url.Values, secrets ...string) apitest.Scenario {
+	return apitest.Scenario{
+		Method: http.MethodPost, URL: "/api/auth/login", Body: form.Encode(),
+		Headers:        formHeaders,
+		ExpectedStatus: http.StatusUnauthorized, ExpectedBody: apitest.Detail("Incorrect email or password"), ExpectedHeaders: bearerHeaders,
+		NotExpectedContent: noEcho(secrets...),
+	}
 }
 
 // countUsers counts the accounts whose email is email in any case.
@@ -185,9 +225,7 @@ func TestRegisterPasswordPolicy(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			email := uniqueEmail(t)
-			r := c.PostJSON("/api/auth/register", "", map[string]string{"email": email, "password": tc.password})
-			expectValidation(t, r, tc.want...)
-			expectNoEcho(t, r, tc.password)
+			c.Run(t, register422(tc.name, map[string]string{"email": email, "password": tc.password}, tc.want, tc.password))
 			if n := countUsers(t, g, email); n != 0 {
 				t.Errorf("the account was created")
 			}
@@ -212,27 +250,18 @@ func TestRegisterInvalidEmail(t *testing.T) {
 		{"someone@localhost", "The part after the @-sign is not valid. It should have a period."},
 	} {
 		t.Run(tc.email, func(t *testing.T) {
-			r := c.PostJSON("/api/auth/register", "", map[string]string{"email": tc.email, "password": password})
-			expectValidation(t, r, emailErr(tc.reason))
-			expectNoEcho(t, r, password)
+			c.Run(t, register422(tc.email, map[string]string{"email": tc.email, "password": password}, []fieldError{emailErr(tc.reason)}, password))
 			if n := countUsers(t, g, tc.email); n != 0 {
 				t.Errorf("the account was created")
 			}
 		})
 	}
-	t.Run("not a string", func(t *testing.T) {
-		r := c.PostJSON("/api/auth/register", "", map[string]any{"email": 123, "password": password})
-		expectValidation(t, r, fieldError{Type: "string_type", Loc: []any{"body", "email"}, Msg: "Input should be a valid string"})
-	})
-	t.Run("null", func(t *testing.T) {
-		r := c.PostJSON("/api/auth/register", "", map[string]any{"email": nil, "password": password})
-		expectValidation(t, r, fieldError{Type: "string_type", Loc: []any{"body", "email"}, Msg: "Input should be a valid string"})
-	})
-	t.Run("with a bad password", func(t *testing.T) {
-		r := c.PostJSON("/api/auth/register", "", map[string]string{"email": "nope", "password": "short"})
-		expectValidation(t, r, emailErr("An email address must have an @-sign."),
-			pwErr(msgMinLen), pwErr(msgUpper), pwErr(msgSpecial))
-		expectNoEcho(t, r, "short")
+	notString := []fieldError{{Type: "string_type", Loc: []any{"body", "email"}, Msg: "Input should be a valid string"}}
+	c.Table(t, []apitest.Scenario{
+		register422("not a string", map[string]any{"email": 123, "password": password}, notString),
+		register422("null", map[string]any{"email": nil, "password": password}, notString),
+		register422("with a bad password", map[string]string{"email": "nope", "password": "short"},
+			[]fieldError{emailErr("An email address must have an @-sign."), pwErr(msgMinLen), pwErr(msgUpper), pwErr(msgSpecial)}, "short"),
 	})
 }
 
@@ -241,22 +270,12 @@ func TestRegisterMissingFields(t *testing.T) {
 	g := sharedGateway(t)
 	c := g.Client(t)
 	email := uniqueEmail(t)
-	for _, tc := range []struct {
-		name string
-		body any
-		want []fieldError
-	}{
-		{"empty object", map[string]any{}, []fieldError{missing("body", "email"), missing("body", "password")}},
-		{"no password", map[string]any{"email": email}, []fieldError{missing("body", "password")}},
-		{"no email", map[string]any{"password": password}, []fieldError{missing("body", "email")}},
-		{"no body", "", []fieldError{missing("body")}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			r := c.PostJSON("/api/auth/register", "", tc.body)
-			expectValidation(t, r, tc.want...)
-			expectNoEcho(t, r, password)
-		})
-	}
+	c.Table(t, []apitest.Scenario{
+		register422("empty object", map[string]any{}, []fieldError{missing("body", "email"), missing("body", "password")}, password),
+		register422("no password", map[string]any{"email": email}, []fieldError{missing("body", "password")}, password),
+		register422("no email", map[string]any{"password": password}, []fieldError{missing("body", "email")}, password),
+		register422("no body", "", []fieldError{missing("body")}, password),
+	})
 	if n := countUsers(t, g, email); n != 0 {
 		t.Errorf("an account was created")
 	}
@@ -270,21 +289,17 @@ func TestRegisterUnknownFieldsRefused(t *testing.T) {
 		return fieldError{Type: "extra_forbidden", Loc: []any{"body", name}, Msg: "Extra inputs are not permitted"}
 	}
 	email := uniqueEmail(t)
-	r := c.PostJSON("/api/auth/register", "", map[string]any{"email": email, "password": password, "role": "admin"})
-	expectValidation(t, r, extra("role"))
-	expectNoEcho(t, r, password)
-
-	r = c.PostJSON("/api/auth/register", "", map[string]any{
+	c.Run(t, register422("role", map[string]any{"email": email, "password": password, "role": "admin"},
+		[]fieldError{extra("role")}, password))
+	c.Run(t, register422("id, is_active and role", map[string]any{
 		"email": email, "password": password, "role": "admin", "is_active": true,
 		"id": "00000000-0000-4000-8000-000000000000",
-	})
-	expectValidation(t, r, extra("id"), extra("is_active"), extra("role"))
+	}, []fieldError{extra("id"), extra("is_active"), extra("role")}))
 
 	if n := countUsers(t, g, email); n != 0 {
 		t.Fatalf("the account was created (%d rows)", n)
 	}
-	lr := c.PostForm("/api/auth/login", url.Values{"username": {email}, "password": {password}})
-	expectBearerError(t, lr, "Incorrect email or password")
+	c.Run(t, loginRefused(url.Values{"username": {email}, "password": {password}}))
 
 	// The same account without the extras is an ordinary user.
 	u := c.Register(email, password)
@@ -303,16 +318,19 @@ func TestRegisterBodyNotJSON(t *testing.T) {
 	notObject := fieldError{Type: "model_attributes_type", Loc: []any{"body"}, Msg: "Input should be a valid dictionary or object to extract fields from"}
 
 	// Positions as FastAPI reports them (Python's JSONDecodeError.pos).
-	r := c.PostJSON("/api/auth/register", "", "{bad")
-	expectValidation(t, r, jsonInvalid(1))
 	truncated := `{"email": "a@b.co", "password": "Secret!Pass9"`
-	r = c.PostJSON("/api/auth/register", "", truncated)
-	expectValidation(t, r, jsonInvalid(len(truncated)))
-	expectNoEcho(t, r, "Secret!Pass9")
+	plain := register422("text/plain", `{"email":"x@example.com","password":"Secret!Pass9"}`, []fieldError{notObject}, "Secret!Pass9")
+	plain.Headers = map[string]string{"Content-Type": "text/plain"}
+	c.Table(t, []apitest.Scenario{
+		register422("bad", "{bad", []fieldError{jsonInvalid(1)}),
+		register422("truncated", truncated, []fieldError{jsonInvalid(len(truncated))}, "Secret!Pass9"),
+		register422("array", "[]", []fieldError{notObject}),
+		plain,
+	})
 
 	// A bad literal: FastAPI puts the literal's start (0) in loc, the
 	// gateway the offending byte; the contract fixes only the type.
-	r = c.PostJSON("/api/auth/register", "", "not json")
+	r := c.PostJSON("/api/auth/register", "", "not json")
 	expectStatus(t, r, http.StatusUnprocessableEntity)
 	var got struct{ Detail []fieldError }
 	r.Decode(t, &got)
@@ -320,15 +338,6 @@ func TestRegisterBodyNotJSON(t *testing.T) {
 		len(got.Detail[0].Loc) != 2 || got.Detail[0].Loc[0] != "body" {
 		t.Errorf("not json: %s", r.Body)
 	}
-
-	r = c.PostJSON("/api/auth/register", "", "[]")
-	expectValidation(t, r, notObject)
-
-	req := c.NewRequest(http.MethodPost, "/api/auth/register", strings.NewReader(`{"email":"x@example.com","password":"Secret!Pass9"}`))
-	req.Header.Set("Content-Type", "text/plain")
-	r = c.Do(req)
-	expectValidation(t, r, notObject)
-	expectNoEcho(t, r, "Secret!Pass9")
 }
 
 func TestRegisterBodyTooLarge(t *testing.T) {
@@ -338,20 +347,21 @@ func TestRegisterBodyTooLarge(t *testing.T) {
 	email := uniqueEmail(t)
 	big := fmt.Sprintf(`{"email": %q, "password": %q, "full_name": "%s"}`, email, password, strings.Repeat("x", 1<<20))
 
-	t.Run("Content-Length", func(t *testing.T) {
-		r := c.PostJSON("/api/auth/register", "", big)
-		expectDetail(t, r, http.StatusRequestEntityTooLarge, "Request body too large")
-	})
-	t.Run("chunked", func(t *testing.T) {
-		// A reader of unknown length makes the client send it chunked.
-		req := c.NewRequest(http.MethodPost, "/api/auth/register", io.MultiReader(strings.NewReader(big)))
-		req.Header.Set("Content-Type", "application/json")
-		if req.ContentLength != 0 {
-			t.Fatalf("ContentLength %d, want unknown", req.ContentLength)
+	tooLarge := func(name string, body any) apitest.Scenario {
+		return apitest.Scenario{
+			Name: name, Method: http.MethodPost, URL: "/api/auth/register", Body: body,
+			Headers:        map[string]string{"Content-Type": "application/json"},
+			ExpectedStatus: http.StatusRequestEntityTooLarge, ExpectedBody: apitest.Detail("Request body too large"), ExpectedHeaders: jsonHeaders,
 		}
-		r := c.Do(req)
-		expectDetail(t, r, http.StatusRequestEntityTooLarge, "Request body too large")
-	})
+	}
+	// A reader of unknown length makes the client send it chunked.
+	chunked := tooLarge("chunked", io.MultiReader(strings.NewReader(big)))
+	chunked.Request = func(req *http.Request) {
+		if req.ContentLength != 0 {
+			t.Errorf("ContentLength %d, want unknown", req.ContentLength)
+		}
+	}
+	c.Table(t, []apitest.Scenario{tooLarge("Content-Length", big), chunked})
 	if n := countUsers(t, g, email); n != 0 {
 		t.Errorf("the account was created")
 	}
@@ -402,12 +412,8 @@ func TestLoginWrongPasswordOrUnknownEmail(t *testing.T) {
 	email := uniqueEmail(t)
 	c.Register(email, password)
 
-	wrong := c.PostForm("/api/auth/login", url.Values{"username": {email}, "password": {"Wrong!Pass1"}})
-	expectBearerError(t, wrong, "Incorrect email or password")
-	expectNoEcho(t, wrong, "Wrong!Pass1")
-
-	unknown := c.PostForm("/api/auth/login", url.Values{"username": {"nobody." + email}, "password": {password}})
-	expectBearerError(t, unknown, "Incorrect email or password")
+	wrong := c.Run(t, loginRefused(url.Values{"username": {email}, "password": {"Wrong!Pass1"}}, "Wrong!Pass1"))
+	unknown := c.Run(t, loginRefused(url.Values{"username": {"nobody." + email}, "password": {password}}))
 	if !bytes.Equal(wrong.Body, unknown.Body) {
 		t.Errorf("unknown email %s differs from wrong password %s", unknown.Body, wrong.Body)
 	}
@@ -418,28 +424,17 @@ func TestLoginMissingFields(t *testing.T) {
 	g := sharedGateway(t)
 	c := g.Client(t)
 	email := uniqueEmail(t)
-	for _, tc := range []struct {
-		name string
-		form url.Values
-		want []fieldError
-	}{
-		{"no password", url.Values{"username": {email}}, []fieldError{missing("body", "password")}},
-		{"no username", url.Values{"password": {password}}, []fieldError{missing("body", "username")}},
-		{"empty form", url.Values{}, []fieldError{missing("body", "username"), missing("body", "password")}},
-		{"empty values", url.Values{"username": {""}, "password": {""}}, []fieldError{missing("body", "username"), missing("body", "password")}},
-		{"other grant_type", url.Values{"username": {email}, "password": {password}, "grant_type": {"client_credentials"}},
-			[]fieldError{{Type: "string_pattern_mismatch", Loc: []any{"body", "grant_type"}, Msg: "String should match pattern '^password$'"}}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			r := c.PostForm("/api/auth/login", tc.form)
-			expectValidation(t, r, tc.want...)
-			expectNoEcho(t, r, password)
-		})
-	}
-	t.Run("JSON body", func(t *testing.T) {
-		r := c.PostJSON("/api/auth/login", "", map[string]string{"username": email, "password": password})
-		expectValidation(t, r, missing("body", "username"), missing("body", "password"))
-		expectNoEcho(t, r, password)
+	both := []fieldError{missing("body", "username"), missing("body", "password")}
+	c.Table(t, []apitest.Scenario{
+		login422("no password", url.Values{"username": {email}}, []fieldError{missing("body", "password")}, password),
+		login422("no username", url.Values{"password": {password}}, []fieldError{missing("body", "username")}, password),
+		login422("empty form", url.Values{}, both, password),
+		login422("empty values", url.Values{"username": {""}, "password": {""}}, both, password),
+		login422("other grant_type", url.Values{"username": {email}, "password": {password}, "grant_type": {"client_credentials"}},
+			[]fieldError{{Type: "string_pattern_mismatch", Loc: []any{"body", "grant_type"}, Msg: "String should match pattern '^password$'"}}, password),
+		{Name: "JSON body", Method: http.MethodPost, URL: "/api/auth/login", Body: map[string]string{"username": email, "password": password},
+			ExpectedStatus: http.StatusUnprocessableEntity, ExpectedBody: apitest.Detail(both), ExpectedHeaders: jsonHeaders,
+			NotExpectedContent: noEcho(password)},
 	})
 }
 
@@ -453,12 +448,13 @@ func TestLoginInactiveUser(t *testing.T) {
 	if n := g.Exec(t, "UPDATE users SET is_active = false WHERE id = $1", u.ID); n != 1 {
 		t.Fatalf("deactivated %d rows", n)
 	}
-	r := c.PostForm("/api/auth/login", url.Values{"username": {email}, "password": {pw}})
-	expectDetail(t, r, http.StatusForbidden, "Inactive user")
-	expectNoEcho(t, r, pw)
+	c.Run(t, apitest.Scenario{
+		Method: http.MethodPost, URL: "/api/auth/login", Body: url.Values{"username": {email}, "password": {pw}}.Encode(), Headers: formHeaders,
+		ExpectedStatus: http.StatusForbidden, ExpectedBody: apitest.Detail("Inactive user"), ExpectedHeaders: jsonHeaders,
+		NotExpectedContent: noEcho(pw),
+	})
 	// Without the password, an inactive account looks like any other.
-	r = c.PostForm("/api/auth/login", url.Values{"username": {email}, "password": {"Wrong!Pass1"}})
-	expectBearerError(t, r, "Incorrect email or password")
+	c.Run(t, loginRefused(url.Values{"username": {email}, "password": {"Wrong!Pass1"}}))
 }
 
 func TestLoginEmailAnyCase(t *testing.T) {
@@ -501,21 +497,25 @@ func TestMeWithoutCredentials(t *testing.T) {
 	t.Parallel()
 	g := sharedGateway(t)
 	c := g.Client(t)
-	expectBearerError(t, c.Get("/api/users/me", ""), "Not authenticated")
+	scenarios := []apitest.Scenario{{Name: "no Authorization", URL: "/api/users/me",
+		ExpectedStatus: http.StatusUnauthorized, ExpectedBody: apitest.Detail("Not authenticated"), ExpectedHeaders: bearerHeaders}}
 	for _, auth := range []string{"Basic dXNlcjpwYXNz", "Bearer", "Token abc.def.ghi", "bearer"} {
-		req := c.NewRequest(http.MethodGet, "/api/users/me", nil)
-		req.Header.Set("Authorization", auth)
-		expectBearerError(t, c.Do(req), "Not authenticated")
+		scenarios = append(scenarios, apitest.Scenario{Name: auth, URL: "/api/users/me", Headers: map[string]string{"Authorization": auth},
+			ExpectedStatus: http.StatusUnauthorized, ExpectedBody: apitest.Detail("Not authenticated"), ExpectedHeaders: bearerHeaders})
 	}
+	c.Table(t, scenarios)
 }
 
 func TestMeBadToken(t *testing.T) {
 	t.Parallel()
 	g := sharedGateway(t)
 	c := g.Client(t)
+	var scenarios []apitest.Scenario
 	for _, token := range []string{"garbage", "a.b.c", "eyJhbGciOiJSUzI1NiJ9.e30.AAAA", strings.Repeat("x", 5000)} {
-		expectBearerError(t, c.Get("/api/users/me", token), "Could not validate credentials")
+		scenarios = append(scenarios, apitest.Scenario{Name: token[:min(len(token), 20)], URL: "/api/users/me", Headers: map[string]string{"Authorization": "Bearer " + token},
+			ExpectedStatus: http.StatusUnauthorized, ExpectedBody: apitest.Detail("Could not validate credentials"), ExpectedHeaders: bearerHeaders})
 	}
+	c.Table(t, scenarios)
 }
 
 // expectTokenRefused waits for a change made in the database to reach the
@@ -597,23 +597,18 @@ func TestMeIgnoresClientUserID(t *testing.T) {
 func TestHealth(t *testing.T) {
 	t.Parallel()
 	g := sharedGateway(t)
-	r := g.Client(t).Get("/api/health", "")
-	expectStatus(t, r, http.StatusOK)
-	if got := canonicalJSON(t, r.Body); got != `{"status":"ok"}` {
-		t.Errorf("health body %s", r.Body)
-	}
-	if ct := r.ContentType(); ct != "application/json" {
-		t.Errorf("Content-Type %q", r.Header.Get("Content-Type"))
-	}
+	g.Client(t).Run(t, apitest.Scenario{URL: "/api/health",
+		ExpectedStatus: http.StatusOK, ExpectedBody: `{"status":"ok"}`, ExpectedHeaders: jsonHeaders})
 }
 
 func TestUnknownAPIPath(t *testing.T) {
 	t.Parallel()
 	g := sharedGateway(t)
 	c := g.Client(t)
-	expectDetail(t, c.Get("/api/no/such/route", ""), http.StatusNotFound, "Not Found")
-	r := c.Get("/api/auth/register", "")
-	expectDetail(t, r, http.StatusMethodNotAllowed, "Method Not Allowed")
+	c.Run(t, apitest.Scenario{URL: "/api/no/such/route",
+		ExpectedStatus: http.StatusNotFound, ExpectedBody: apitest.Detail("Not Found"), ExpectedHeaders: jsonHeaders})
+	r := c.Run(t, apitest.Scenario{URL: "/api/auth/register",
+		ExpectedStatus: http.StatusMethodNotAllowed, ExpectedBody: apitest.Detail("Method Not Allowed"), ExpectedHeaders: jsonHeaders})
 	if allow := r.Header.Get("Allow"); !strings.Contains(allow, "POST") {
 		t.Errorf("Allow %q, want POST in it", allow)
 	}

@@ -1,7 +1,7 @@
 package e2e
 
 // The OpenAPI check of the run. The harness records every response a
-// Client gets under /api/ (harness_test.go: record); once every test has
+// Client gets under /api/ (client_test.go: record); once every test has
 // ended, TestMain validates each of them against the OpenAPI document
 // that the shared gateway serves at /api/openapi.json, which is what
 // clients see, with libopenapi-validator: the status must be one the

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddyaccounts/gateway/internal/apitest"
 )
 
 // The upload limit at the edge (accounts_upload_limit between
@@ -61,29 +63,27 @@ func sendUpload(c *Client, token, target string, data []byte, chunked bool) *Res
 // headers included, and that the document service never saw target.
 func expectUploadTooLarge(t *testing.T, r *Response, doc *DocStub, target string, mb int) {
 	t.Helper()
-	expectDetail(t, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("Upload exceeds the maximum size of %d MB", mb))
-	expectErrorHeaders(t, r)
+	expectGatewayError(t, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("Upload exceeds the maximum size of %d MB", mb))
 	if got := doc.WithPathPrefix(target); len(got) != 0 {
 		t.Errorf("the refused upload reached the document service (%d requests, %d bytes)", len(got), got[0].BodyLen)
 	}
 }
 
-// expectErrorHeaders checks the headers of a gateway error: exactly
-// application/json, no-store, the body's length, and no challenge.
-func expectErrorHeaders(t *testing.T, r *Response) {
+// expectGatewayError checks an error the gateway's upload limit answers
+// itself: the status, a body of exactly {"detail": detail}, and exactly
+// the headers of such an error: application/json, no-store, the body's
+// length, and no challenge.
+func expectGatewayError(t *testing.T, r *Response, status int, detail string) {
 	t.Helper()
-	if ct := r.Header.Get("Content-Type"); ct != "application/json" {
-		t.Errorf("Content-Type %q, want application/json", ct)
-	}
-	if cc := r.Header.Values("Cache-Control"); len(cc) != 1 || cc[0] != "no-store" {
-		t.Errorf("Cache-Control %q, want [no-store]", cc)
-	}
-	if cl := r.Header.Get("Content-Length"); cl != strconv.Itoa(len(r.Body)) {
-		t.Errorf("Content-Length %q, want %d", cl, len(r.Body))
-	}
-	if wa := r.Header.Values("Www-Authenticate"); len(wa) != 0 {
-		t.Errorf("WWW-Authenticate %q on a 413", wa)
-	}
+	apitest.Scenario{
+		ExpectedStatus: status, ExpectedBody: apitest.Detail(detail),
+		ExpectedHeaders: map[string]string{
+			"Content-Type":     "application/json",
+			"Cache-Control":    "no-store",
+			"Content-Length":   strconv.Itoa(len(r.Body)),
+			"WWW-Authenticate": "",
+		},
+	}.Check(t, r)
 }
 
 // expectProxiedIntact checks that the upload reached the document service
@@ -188,24 +188,35 @@ func (rc *rawConn) next() *Response {
 	return &Response{Status: res.StatusCode, Header: h, Body: b}
 }
 
-func TestUploadLimitContentLength(t *testing.T) {
-	t.Parallel()
+// expectDefaultLimit checks the default limit of the shared gateway (25
+// MB) for a new user's uploads, sent with a Content-Length or chunked:
+// exactly the limit passes, intact, with its length declared; one byte
+// more never reaches the service, not even in part. It returns what the
+// caller needs for cases of its own: the gateway, the client, the user's
+// token and the data (the limit and one byte).
+func expectDefaultLimit(t *testing.T, chunked bool) (*Gateway, *Client, string, []byte) {
+	t.Helper()
 	g := sharedGateway(t)
 	c := g.Client(t)
 	_, _, token := c.NewUser()
 	expectLimitMB(t, c, token, 25)
 	data := randomBytes(t, defaultUploadLimit+1)
+	kind := map[bool]string{false: "cl", true: "chunked"}[chunked]
 
-	// Exactly the limit passes, intact.
-	target := uploadTarget("cl-at-limit")
-	expectProxiedIntact(t, sendUpload(c, token, target, data[:defaultUploadLimit], false), g.Doc, target, data[:defaultUploadLimit])
+	target := uploadTarget(kind + "-at-limit")
+	expectProxiedIntact(t, sendUpload(c, token, target, data[:defaultUploadLimit], chunked), g.Doc, target, data[:defaultUploadLimit])
 
-	// One byte more never reaches the service.
-	target = uploadTarget("cl-over-limit")
-	expectUploadTooLarge(t, sendUpload(c, token, target, data, false), g.Doc, target, 25)
+	target = uploadTarget(kind + "-over-limit")
+	expectUploadTooLarge(t, sendUpload(c, token, target, data, chunked), g.Doc, target, 25)
+	return g, c, token, data
+}
+
+func TestUploadLimitContentLength(t *testing.T) {
+	t.Parallel()
+	g, c, _, data := expectDefaultLimit(t, false)
 
 	// The limit comes after authentication: no token, no 413.
-	target = uploadTarget("cl-anonymous")
+	target := uploadTarget("cl-anonymous")
 	r := sendUpload(c, "", target, data, false)
 	expectBearerError(t, r, "Not authenticated")
 	if got := g.Doc.WithPathPrefix(target); len(got) != 0 {
@@ -215,22 +226,10 @@ func TestUploadLimitContentLength(t *testing.T) {
 
 func TestUploadLimitChunked(t *testing.T) {
 	t.Parallel()
-	g := sharedGateway(t)
-	c := g.Client(t)
-	_, _, token := c.NewUser()
-	expectLimitMB(t, c, token, 25)
-	data := randomBytes(t, defaultUploadLimit+1)
-
-	// Exactly the limit passes, intact, now with its length declared.
-	target := uploadTarget("chunked-at-limit")
-	expectProxiedIntact(t, sendUpload(c, token, target, data[:defaultUploadLimit], true), g.Doc, target, data[:defaultUploadLimit])
-
-	// One byte more never reaches the service, not even in part.
-	target = uploadTarget("chunked-over-limit")
-	expectUploadTooLarge(t, sendUpload(c, token, target, data, true), g.Doc, target, 25)
+	g, c, token, data := expectDefaultLimit(t, true)
 
 	// Nor does a much larger one; the gateway stops reading at the limit.
-	target = uploadTarget("chunked-far-over-limit")
+	target := uploadTarget("chunked-far-over-limit")
 	expectUploadTooLarge(t, sendUpload(c, token, target, bytes.Repeat(data[:1<<20], 40), true), g.Doc, target, 25)
 }
 
@@ -338,8 +337,7 @@ func TestUploadLimitFollowsSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	r, target := upload("corrupt-settings", 10, false)
-	expectDetail(t, r, http.StatusServiceUnavailable, "Settings file documents.json is corrupt; fix or remove it")
-	expectErrorHeaders(t, r)
+	expectGatewayError(t, r, http.StatusServiceUnavailable, "Settings file documents.json is corrupt; fix or remove it")
 	if got := g.Doc.WithPathPrefix(target); len(got) != 0 {
 		t.Errorf("an upload reached the document service while the limit was unknown")
 	}

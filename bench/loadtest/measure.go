@@ -107,15 +107,6 @@ func procStat(pid int) []string {
 	return strings.Fields(string(b[i+2:]))
 }
 
-func parentPID(pid int) int {
-	f := procStat(pid)
-	if len(f) < 2 {
-		return 0
-	}
-	n, _ := strconv.Atoi(f[1])
-	return n
-}
-
 // treeTicks is the CPU time of a process and its children (PostgreSQL's
 // postmaster and its backends).
 func treeTicks(root int) int64 {

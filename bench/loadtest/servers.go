@@ -24,28 +24,9 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/caddyaccounts/gateway/accounts"
-	"github.com/caddyaccounts/gateway/internal/pgtest"
+	"github.com/caddyaccounts/gateway/internal/testnet"
 	"github.com/caddyaccounts/gateway/migrations"
 )
-
-// createDatabase makes an empty database on the cluster and returns its
-// URL and the PID of the postmaster (whose process tree is counted as the
-// benchmark's own CPU use).
-func createDatabase(ctx context.Context, c *pgtest.Cluster, name string) (string, int, error) {
-	conn, err := pgx.Connect(ctx, c.URL("postgres"))
-	if err != nil {
-		return "", 0, err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-		return "", 0, fmt.Errorf("creating database: %w", err)
-	}
-	var backend int
-	if err := conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&backend); err != nil {
-		return "", 0, err
-	}
-	return c.URL(name), parentPID(backend), nil
-}
 
 // createUsers migrates the database and inserts n active users (with
 // profiles) in one statement, all with one precomputed password hash.
@@ -166,21 +147,14 @@ func startStub() (*stub, error) {
 	return s, nil
 }
 
+// freePorts returns n distinct free ports on 127.0.0.1.
 func freePorts(n int) ([]int, error) {
-	var ports []int
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
+	ports := make([]int, n)
+	for i := range ports {
+		var err error
+		if ports[i], err = testnet.FreePort(); err != nil {
 			return nil, err
 		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
 }

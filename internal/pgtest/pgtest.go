@@ -43,6 +43,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/caddyaccounts/gateway/internal/testnet"
 )
 
 const (
@@ -131,10 +133,10 @@ func StartCluster() (*Cluster, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	// Another process may take the free port between freePort and the
+	// Another process may take the free port between FreePort and the
 	// server's bind: try a few ports.
 	for attempt := 1; ; attempt++ {
-		if c.port, err = freePort(); err != nil {
+		if c.port, err = testnet.FreePort(); err != nil {
 			os.RemoveAll(dir)
 			return nil, fmt.Errorf("pgtest: no free port: %w", err)
 		}
@@ -469,9 +471,20 @@ func (c *Cluster) dropTemplates() error {
 			errs = append(errs, err)
 			continue
 		}
-		errs = append(errs, c.admin(ctx, "DROP DATABASE IF EXISTS "+id+" WITH (FORCE)"))
+		errs = append(errs, c.dropDB(ctx, tpl.name))
 	}
 	return errors.Join(errs...)
+}
+
+// PID returns the process id of the server's postmaster (the parent of
+// its backends), or 0 for an external server or one not running.
+func (c *Cluster) PID() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.proc == nil || c.proc.exited() {
+		return 0
+	}
+	return c.proc.pid
 }
 
 // URL returns the superuser URL of database db, such as
@@ -498,19 +511,18 @@ func (c *Cluster) URL(db string) string {
 // error.
 func (c *Cluster) NewDB(tb testing.TB, templateName string, prepare func(ctx context.Context, url string) error) string {
 	tb.Helper()
-	from := ""
+	tpl := ""
 	if prepare != nil {
-		tpl, err := c.template(templateName, prepare)
-		if err != nil {
+		var err error
+		if tpl, err = c.template(templateName, prepare); err != nil {
 			tb.Fatalf("pgtest: template %q: %v", templateName, err)
 		}
-		from = " TEMPLATE " + pgx.Identifier{tpl}.Sanitize()
 	}
 	name := dbName("t", tb.Name())
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := c.admin(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()+from); err != nil {
-		tb.Fatalf("pgtest: creating database %s: %v", name, err)
+	if err := c.createDB(ctx, name, tpl); err != nil {
+		tb.Fatal(err)
 	}
 	tb.Cleanup(func() {
 		if !c.external && c.isClosed() {
@@ -518,11 +530,49 @@ func (c *Cluster) NewDB(tb testing.TB, templateName string, prepare func(ctx con
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := c.admin(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
-			tb.Logf("pgtest: dropping database %s: %v", name, err)
+		if err := c.dropDB(ctx, name); err != nil {
+			tb.Log(err)
 		}
 	})
 	return c.URL(name)
+}
+
+// CreateDB creates an empty database with a fresh unique name (made from
+// hint) on c and returns its URL and a function that drops it (WITH
+// (FORCE)). Unlike NewDB's, the database outlives any one test: for what
+// a whole test binary or a benchmark shares. The caller drops it.
+func (c *Cluster) CreateDB(ctx context.Context, hint string) (dbURL string, drop func() error, err error) {
+	name := dbName("db", hint)
+	if err := c.createDB(ctx, name, ""); err != nil {
+		return "", nil, err
+	}
+	drop = func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return c.dropDB(ctx, name)
+	}
+	return c.URL(name), drop, nil
+}
+
+// createDB creates database name, a copy of database template if that is
+// not "".
+func (c *Cluster) createDB(ctx context.Context, name, template string) error {
+	sql := "CREATE DATABASE " + pgx.Identifier{name}.Sanitize()
+	if template != "" {
+		sql += " TEMPLATE " + pgx.Identifier{template}.Sanitize()
+	}
+	if err := c.admin(ctx, sql); err != nil {
+		return fmt.Errorf("pgtest: creating database %s: %w", name, err)
+	}
+	return nil
+}
+
+// dropDB drops database name, if it exists, ending its sessions.
+func (c *Cluster) dropDB(ctx context.Context, name string) error {
+	if err := c.admin(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+		return fmt.Errorf("pgtest: dropping database %s: %w", name, err)
+	}
+	return nil
 }
 
 func (c *Cluster) isClosed() bool {
@@ -554,7 +604,7 @@ func (c *Cluster) buildTemplate(name string, prepare func(context.Context, strin
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	id := pgx.Identifier{name}.Sanitize()
-	if err := c.admin(ctx, "CREATE DATABASE "+id); err != nil {
+	if err := c.createDB(ctx, name, ""); err != nil {
 		return err
 	}
 	err := prepare(ctx, c.URL(name))
@@ -567,7 +617,7 @@ func (c *Cluster) buildTemplate(name string, prepare func(context.Context, strin
 		err = c.admin(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", name)
 	}
 	if err != nil {
-		_ = c.admin(ctx, "DROP DATABASE IF EXISTS "+id+" WITH (FORCE)")
+		_ = c.dropDB(ctx, name)
 		return err
 	}
 	return nil
@@ -841,16 +891,6 @@ func alive(pid int) bool {
 		return stat[i+2] != 'Z'
 	}
 	return true
-}
-
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // dbName makes a unique database name from a prefix and a readable hint

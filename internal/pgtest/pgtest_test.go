@@ -124,8 +124,15 @@ func TestStartClusterTemplatesAndOutage(t *testing.T) {
 	// Start brings the same data back on the same port.
 	held := connect(t, a)
 	port := u.Port()
+	pid := c.PID()
+	if cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); pid <= 0 || err != nil || !strings.Contains(string(cmdline), "postgres") {
+		t.Fatalf("PID %d is not the postmaster: %q, %v", pid, cmdline, err)
+	}
 	if err := c.Stop(); err != nil {
 		t.Fatal(err)
+	}
+	if got := c.PID(); got != 0 {
+		t.Fatalf("PID %d after Stop, want 0", got)
 	}
 	if err := c.Stop(); err != nil {
 		t.Fatalf("second Stop: %v", err)
@@ -232,6 +239,39 @@ var runs atomic.Int32
 
 // runUnique returns name with a suffix unique to this call.
 func runUnique(name string) string { return name + strconv.Itoa(int(runs.Add(1))) }
+
+// TestCreateDB: a database of CreateDB outlives the test that made it,
+// until its drop, which may be called twice.
+func TestCreateDB(t *testing.T) {
+	t.Parallel()
+	c := Shared(t)
+	hint := runUnique("Outlives tests ")
+	var dbURL string
+	var drop func() error
+	t.Run("made", func(t *testing.T) {
+		var err error
+		if dbURL, drop, err = c.CreateDB(context.Background(), hint); err != nil {
+			t.Fatal(err)
+		}
+	})
+	prefix := "db_" + strings.ToLower(strings.ReplaceAll(hint, " ", "_")) + "_"
+	if got := datnames(t, c, prefix); len(got) != 1 || c.URL(got[0]) != dbURL {
+		t.Fatalf("databases %v after the test that made %s ended", got, dbURL)
+	}
+	var n int
+	if err := connect(t, dbURL).QueryRow(context.Background(), "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("%d tables, %v; want an empty database", n, err)
+	}
+	if err := drop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := datnames(t, c, prefix); len(got) != 0 {
+		t.Fatalf("databases %v after drop", got)
+	}
+	if err := drop(); err != nil {
+		t.Fatalf("second drop: %v", err)
+	}
+}
 
 func TestSharedParallelNewDB(t *testing.T) {
 	t.Parallel()
