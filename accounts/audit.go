@@ -84,7 +84,7 @@ func cleanText(s string, max int) string {
 // that it was not one, since a password typed into the wrong field must
 // not be kept.
 func auditedEmail(username string) string {
-	email := trimEmail(username)
+	email := strings.TrimSpace(username)
 	if checkEmail(email) != "" {
 		return "(not an email address)"
 	}

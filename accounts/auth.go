@@ -16,15 +16,13 @@ import (
 // maxFullNameLen bounds profile names (API.md).
 const maxFullNameLen = 200
 
-func trimEmail(email string) string { return strings.TrimSpace(email) }
-
 // handleRegister serves POST /api/auth/register.
 func (s *Service) handleRegister(w http.ResponseWriter, r *http.Request) error {
 	body, err := fastapi.ReadObject(w, r)
 	if err != nil {
 		return err
 	}
-	email := trimEmail(body.String("email"))
+	email := strings.TrimSpace(body.String("email"))
 	password := body.String("password")
 	fullName, _ := body.OptionalString("full_name")
 	if ok := body.Has("email"); ok && body.Valid() {
@@ -120,7 +118,7 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	// Failed logins cost as much as one on the slowest bcrypt hash still
 	// stored (legacyhash.go).
 	s.knowLegacyHashes(ctx)
-	u, hash, err := s.userByEmail(ctx, trimEmail(username))
+	u, hash, err := s.userByEmail(ctx, strings.TrimSpace(username))
 	if errors.Is(err, errNoUser) {
 		s.hasher.VerifyDummy(ctx, password)
 		s.audit(r, EventLoginFailure, "", "", map[string]any{"email": auditedEmail(username), "reason": "unknown_email"})

@@ -93,11 +93,17 @@ func (s *Service) currentUser(ctx context.Context, id string, now time.Time) (*U
 	return u, nil
 }
 
-// Authorize checks that p has role, or returns the API's 403. Any role
-// passes an empty requirement; an admin passes every requirement.
-func Authorize(p *Principal, role string) error {
-	if role == "" || p.User.Role == role || p.User.Role == RoleAdmin {
-		return nil
+// Authorize authenticates r (Authenticate) and checks the caller's
+// current role against role: an empty role lets every active user
+// through, and an admin passes every requirement. This is the one check
+// of the request path: the API's routes and the Caddy handlers call it.
+func (s *Service) Authorize(r *http.Request, role string) (*Principal, error) {
+	p, err := s.Authenticate(r)
+	if err != nil {
+		return nil, err
 	}
-	return errForbidden
+	if role != "" && p.User.Role != role && p.User.Role != RoleAdmin {
+		return nil, errForbidden
+	}
+	return p, nil
 }

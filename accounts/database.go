@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -133,3 +134,7 @@ func listPage[T any](ctx context.Context, db *pgxpool.Pool, table, columns, orde
 	}
 	return items, total, nil
 }
+
+// seconds is d as PostgreSQL takes a duration from Go: a float8 number
+// of seconds, multiplied by interval '1 second' in the query.
+func seconds(d time.Duration) float64 { return d.Seconds() }

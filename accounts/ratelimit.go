@@ -208,7 +208,7 @@ func ipKey(ip string) string {
 
 // loginKey is the rate_limits key of an account name. The email is
 // hashed: the key stays short whatever was typed, and the table holds no
-// addresses. An address counts under its normalised key (emailkey.go), so
+// addresses. An address counts under its normalised key (email.go), so
 // that the spellings of one mailbox, which all log in to its account,
 // share one limit; for an ASCII address that is its lower-case form.
 func loginKey(username string) string {
@@ -221,9 +221,6 @@ func loginKey(username string) string {
 	sum := sha256.Sum256([]byte(name))
 	return "login:" + hex.EncodeToString(sum[:])
 }
-
-// seconds gives a duration to SQL as float seconds.
-func seconds(d time.Duration) float64 { return d.Seconds() }
 
 const ipCheckSQL = `
 INSERT INTO rate_limits AS r (key, window_start, count, expires_at)

@@ -6,7 +6,6 @@ package accounts
 import (
 	"bytes"
 	"errors"
-	"io"
 	"net/http"
 
 	"github.com/caddyaccounts/gateway/fastapi"
@@ -16,8 +15,9 @@ import (
 
 // readRefreshToken returns the refresh token of a request: from a JSON
 // body {"refresh_token": "..."} when the request has a body (non-browser
-// clients), else from the refresh cookie. fromCookie tells which. A body
-// that is not that object is a 422, as usual.
+// clients), else from the refresh cookie, whose request must pass the
+// cross-origin check. fromCookie tells which. A body that is not that
+// object is a 422, as usual.
 func (s *Service) readRefreshToken(w http.ResponseWriter, r *http.Request) (token string, fromCookie bool, err error) {
 	raw, err := fastapi.ReadBody(w, r)
 	if err != nil {
@@ -25,10 +25,14 @@ func (s *Service) readRefreshToken(w http.ResponseWriter, r *http.Request) (toke
 	}
 	if len(bytes.TrimSpace(raw)) == 0 {
 		token, ok := s.refreshCookie(r)
+		if ok {
+			if err := s.checkCrossOrigin(r); err != nil {
+				return "", true, err
+			}
+		}
 		return token, ok, nil
 	}
-	r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(raw)), int64(len(raw))
-	body, err := fastapi.ReadObject(w, r)
+	body, err := fastapi.DecodeObject(r.Header.Get("Content-Type"), raw)
 	if err != nil {
 		return "", false, err
 	}
@@ -58,11 +62,6 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 	token, fromCookie, err := s.readRefreshToken(w, r)
 	if err != nil {
 		return err
-	}
-	if fromCookie {
-		if err := s.checkCrossOrigin(r); err != nil {
-			return err
-		}
 	}
 	if token == "" {
 		s.clearSessionCookies(w)
@@ -117,14 +116,9 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 // at all, is logged out already. 403 for a cross-origin request with a
 // cookie; 422 for a malformed body.
 func (s *Service) handleLogout(w http.ResponseWriter, r *http.Request) error {
-	token, fromCookie, err := s.readRefreshToken(w, r)
+	token, _, err := s.readRefreshToken(w, r)
 	if err != nil {
 		return err
-	}
-	if fromCookie {
-		if err := s.checkCrossOrigin(r); err != nil {
-			return err
-		}
 	}
 	ctx := r.Context()
 	var sessionID, userID string

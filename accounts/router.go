@@ -106,11 +106,8 @@ func (s *Service) WriteError(w http.ResponseWriter, r *http.Request, err error) 
 // the user's current role, and calls f.
 func (s *Service) withPrincipal(role string, f authedFunc) apiFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		p, err := s.Authenticate(r)
+		p, err := s.Authorize(r, role)
 		if err != nil {
-			return err
-		}
-		if err := Authorize(p, role); err != nil {
 			return err
 		}
 		return f(w, r, p)

@@ -188,9 +188,6 @@ func hashRefreshToken(token string) []byte {
 	return h[:]
 }
 
-// secs converts a duration for SQL: $n::float8 * interval '1 second'.
-func secs(d time.Duration) float64 { return d.Seconds() }
-
 // activeSessionSQL is the condition of a session that can still be
 // refreshed; idle and maxLife name the parameters ("$2") holding the
 // idle timeout and the max lifetime in seconds.
@@ -219,12 +216,12 @@ func (s *Service) createSession(ctx context.Context, u *User, ip, userAgent stri
 	}
 	sess := &session{user: u, refreshToken: token}
 	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
-		keep := secs(s.revokedWindow() + 24*time.Hour)
+		keep := seconds(s.revokedWindow() + 24*time.Hour)
 		if _, err := tx.Exec(ctx, `DELETE FROM sessions WHERE user_id = $1 AND (
 			revoked_at < now() - $2::float8 * interval '1 second'
 			OR last_used_at + ($3::float8 + $2::float8) * interval '1 second' < now()
 			OR created_at + ($4::float8 + $2::float8) * interval '1 second' < now())`,
-			u.ID, keep, secs(s.cfg.Sessions.IdleTimeout), secs(s.cfg.Sessions.MaxLifetime)); err != nil {
+			u.ID, keep, seconds(s.cfg.Sessions.IdleTimeout), seconds(s.cfg.Sessions.MaxLifetime)); err != nil {
 			return err
 		}
 		var now time.Time
@@ -272,7 +269,7 @@ func (s *Service) rotateSession(ctx context.Context, token, ip, userAgent string
 		err := tx.QueryRow(ctx, `
 			SELECT id::text, user_id::text, revoked_at IS NOT NULL, `+activeSessionSQL("$2", "$3")+`, created_at, now()
 			FROM sessions WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $1)
-			FOR UPDATE`, hash, secs(cfg.IdleTimeout), secs(cfg.MaxLifetime)).
+			FOR UPDATE`, hash, seconds(cfg.IdleTimeout), seconds(cfg.MaxLifetime)).
 			Scan(&sid, &userID, &revoked, &active, &createdAt, &now)
 		if errors.Is(err, pgx.ErrNoRows) || (err == nil && (revoked || !active)) {
 			return errInvalidRefresh
@@ -283,7 +280,7 @@ func (s *Service) rotateSession(ctx context.Context, token, ip, userAgent string
 		var retired, inGrace bool
 		if err := tx.QueryRow(ctx, `
 			SELECT retired_at IS NOT NULL, COALESCE(retired_at > now() - $2::float8 * interval '1 second', false)
-			FROM refresh_tokens WHERE token_hash = $1`, hash, secs(max(cfg.ReuseGrace, 0))).Scan(&retired, &inGrace); err != nil {
+			FROM refresh_tokens WHERE token_hash = $1`, hash, seconds(max(cfg.ReuseGrace, 0))).Scan(&retired, &inGrace); err != nil {
 			return err
 		}
 		if retired && !(cfg.ReuseGrace > 0 && inGrace) {
@@ -353,7 +350,7 @@ func minTime(a, b time.Time) time.Time {
 func (s *Service) revokeSession(ctx context.Context, id, userID, reason string) (bool, error) {
 	tag, err := s.db.Exec(ctx, `UPDATE sessions SET revoked_at = now(), revoked_reason = $3
 		WHERE id = $1 AND user_id = $2 AND `+activeSessionSQL("$4", "$5"),
-		id, userID, reason, secs(s.cfg.Sessions.IdleTimeout), secs(s.cfg.Sessions.MaxLifetime))
+		id, userID, reason, seconds(s.cfg.Sessions.IdleTimeout), seconds(s.cfg.Sessions.MaxLifetime))
 	if err != nil {
 		return false, fmt.Errorf("revoking session: %w", err)
 	}
@@ -448,7 +445,7 @@ func (s *Service) userForAuth(ctx context.Context, id string) (*User, error) {
 	u, err := scanUser(s.db.QueryRow(ctx, "SELECT "+userColumns+`,
 		ARRAY(SELECT s.id::text FROM sessions s
 		      WHERE s.user_id = users.id AND s.revoked_at > now() - $2::float8 * interval '1 second')
-		FROM users WHERE id = $1`, id, secs(s.revokedWindow())), &revoked)
+		FROM users WHERE id = $1`, id, seconds(s.revokedWindow())), &revoked)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, errNoUser
 	}
@@ -557,7 +554,7 @@ func (s *Service) listSessions(ctx context.Context, userID, current string) ([]s
 	rows, err := s.db.Query(ctx, `SELECT id::text, user_agent, ip, created_at, last_used_at FROM sessions
 		WHERE user_id = $1 AND `+activeSessionSQL("$2", "$3")+`
 		ORDER BY last_used_at DESC, created_at DESC, id`,
-		userID, secs(s.cfg.Sessions.IdleTimeout), secs(s.cfg.Sessions.MaxLifetime))
+		userID, seconds(s.cfg.Sessions.IdleTimeout), seconds(s.cfg.Sessions.MaxLifetime))
 	if err != nil {
 		return nil, fmt.Errorf("listing sessions: %w", err)
 	}

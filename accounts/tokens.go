@@ -61,9 +61,6 @@ func NewKeySet(signer *rsa.PrivateKey, verifyOnly ...*rsa.PublicKey) (*KeySet, e
 // verify-only set.
 func (ks *KeySet) SigningKeyID() string { return ks.signerKID }
 
-// PublicKeys returns the verification keys by kid.
-func (ks *KeySet) PublicKeys() map[string]*rsa.PublicKey { return ks.verifiers }
-
 // TokenIssuer signs and verifies access tokens.
 type TokenIssuer struct {
 	keys     *KeySet

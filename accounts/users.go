@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -63,21 +64,9 @@ func scanUser(row pgx.Row, extra ...any) (*User, error) {
 // errNoUser is returned by the lookups below when no row matches.
 var errNoUser = errors.New("no such user")
 
-// UserByID loads a user by id.
-func (s *Service) UserByID(ctx context.Context, id string) (*User, error) {
-	u, err := scanUser(s.db.QueryRow(ctx, "SELECT "+userColumns+" FROM users WHERE id = $1", id))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, errNoUser
-	}
-	if err != nil {
-		return nil, fmt.Errorf("loading user: %w", err)
-	}
-	return u, nil
-}
-
 // byEmail selects the user an address names: the one whose stored email
 // it is in any letter case, else the one whose normalised key it has
-// (emailkey.go). The exact match comes first so that an account left
+// (email.go). The exact match comes first so that an account left
 // without a key (a migration conflict) still logs in with its own
 // address. $1 is the address, $2 its key or NULL.
 const byEmail = `(lower(email) = lower($1) OR email_key = $2)
@@ -157,7 +146,7 @@ func (s *Service) setPasswordHash(ctx context.Context, id, hash string) error {
 // new password. It is the first-deployment path (`accounts create-admin`).
 // It returns the user and whether it was created.
 func (s *Service) CreateAdmin(ctx context.Context, email, password string) (*User, bool, error) {
-	email = trimEmail(email)
+	email = strings.TrimSpace(email)
 	if msg := checkEmail(email); msg != "" {
 		return nil, false, errors.New(msg)
 	}

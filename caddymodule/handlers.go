@@ -188,11 +188,7 @@ func userPlaceholders(u *accounts.User) caddy.ReplacerFunc {
 func (h *AuthHandler) authenticate(r *http.Request) (*accounts.Principal, error) {
 	h.app.enter()
 	defer h.app.leave()
-	p, err := h.service.Authenticate(r)
-	if err == nil {
-		err = accounts.Authorize(p, h.RequireRole)
-	}
-	return p, err
+	return h.service.Authorize(r, h.RequireRole)
 }
 
 // StripIdentityHandler removes every client-sent header that could pass
