@@ -348,7 +348,7 @@ func TestSessionConfigRefusesBadOptions(t *testing.T) {
 		"access lifetime too long":  {AccessCookieLifetime: 9 * time.Hour},
 		"access lifetime too short": {AccessCookieLifetime: time.Second},
 		"negative idle":             {IdleTimeout: -time.Hour},
-		"long grace":                {ReuseGrace: time.Hour},
+		"long grace":                {RefreshReuseGrace: time.Hour},
 		"bad trusted origin":        {TrustedOrigins: []string{"not an origin"}},
 	} {
 		cfg := Config{Argon2: fastArgon2, Sessions: c}
@@ -356,18 +356,18 @@ func TestSessionConfigRefusesBadOptions(t *testing.T) {
 			t.Errorf("%s: accepted", name)
 		}
 	}
-	got, err := SessionConfig{ReuseGrace: -1}.withDefaults(8 * time.Hour)
+	got, err := SessionConfig{RefreshReuseGrace: -1}.withDefaults(8 * time.Hour)
 	want := SessionConfig{
 		AccessCookieName: "access_token", RefreshCookieName: "refresh_token",
 		AccessCookieLifetime: 15 * time.Minute, IdleTimeout: 7 * 24 * time.Hour, MaxLifetime: 30 * 24 * time.Hour,
-		ReuseGrace: -1,
+		RefreshReuseGrace: -1,
 	}
 	if err != nil || got.AccessCookieName != want.AccessCookieName || got.RefreshCookieName != want.RefreshCookieName ||
 		got.AccessCookieLifetime != want.AccessCookieLifetime || got.IdleTimeout != want.IdleTimeout ||
-		got.MaxLifetime != want.MaxLifetime || got.ReuseGrace != want.ReuseGrace {
+		got.MaxLifetime != want.MaxLifetime || got.RefreshReuseGrace != want.RefreshReuseGrace {
 		t.Fatalf("defaults %+v, %v", got, err)
 	}
-	if d, _ := (SessionConfig{}).withDefaults(8 * time.Hour); d.ReuseGrace != 10*time.Second {
-		t.Fatalf("default grace %s", d.ReuseGrace)
+	if d, _ := (SessionConfig{}).withDefaults(8 * time.Hour); d.RefreshReuseGrace != 10*time.Second {
+		t.Fatalf("default grace %s", d.RefreshReuseGrace)
 	}
 }

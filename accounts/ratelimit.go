@@ -118,7 +118,7 @@ func (c RateLimitConfig) withDefaults() (RateLimitConfig, error) {
 // one row per address.
 //
 // Per account name (the email as tried, trimmed and normalised as in
-// emailkey.go, whether or not an account has it), at most LoginFailures login attempts per
+// email.go, whether or not an account has it), at most LoginFailures login attempts per
 // LoginWindow may fail. Every attempt is counted when it starts and the
 // count is cleared when its password turns out right, so concurrent
 // attempts cannot slip past the limit together. The attempt that reaches

@@ -19,7 +19,7 @@ package accounts
 //   - an active (not yet retired) token: it is retired together with any
 //     other active token of the session, and its successor is the
 //     session's one active token;
-//   - a token retired less than SessionConfig.ReuseGrace ago (concurrent
+//   - a token retired less than SessionConfig.RefreshReuseGrace ago (concurrent
 //     tabs or instances that refreshed with the same token at once): it
 //     gets a successor too, which joins the session's active tokens
 //     without retiring them. Every response of such a race thus carries
@@ -108,11 +108,11 @@ type SessionConfig struct {
 	// MaxLifetime ends a session this long after its login, however
 	// active (default 30 days).
 	MaxLifetime time.Duration
-	// ReuseGrace is how long a retired refresh token may still be
+	// RefreshReuseGrace is how long a retired refresh token may still be
 	// exchanged, for tabs or instances racing with the same token
 	// (default 10s). Negative turns the grace off: any second use of a
 	// refresh token revokes its session.
-	ReuseGrace time.Duration
+	RefreshReuseGrace time.Duration
 	// RefreshTokenInBody also puts "refresh_token" in the JSON body of
 	// the login and of a refresh made with the refresh cookie (default
 	// false: browsers get it as an HttpOnly cookie, out of reach of
@@ -134,7 +134,7 @@ func (c SessionConfig) withDefaults(tokenLifetime time.Duration) (SessionConfig,
 	c.AccessCookieLifetime = cmp.Or(c.AccessCookieLifetime, DefaultAccessCookieLifetime)
 	c.IdleTimeout = cmp.Or(c.IdleTimeout, DefaultSessionIdleTimeout)
 	c.MaxLifetime = cmp.Or(c.MaxLifetime, DefaultSessionMaxLifetime)
-	c.ReuseGrace = cmp.Or(c.ReuseGrace, DefaultRefreshReuseGrace)
+	c.RefreshReuseGrace = cmp.Or(c.RefreshReuseGrace, DefaultRefreshReuseGrace)
 	for _, name := range []string{c.AccessCookieName, c.RefreshCookieName} {
 		if err := (&http.Cookie{Name: name, Value: "x", Domain: c.CookieDomain}).Valid(); err != nil {
 			return c, fmt.Errorf("sessions: cookie %q: %w", name, err)
@@ -149,8 +149,8 @@ func (c SessionConfig) withDefaults(tokenLifetime time.Duration) (SessionConfig,
 	if c.IdleTimeout < time.Minute || c.MaxLifetime < time.Minute {
 		return c, fmt.Errorf("sessions: idle timeout %s and max lifetime %s must be at least 1m", c.IdleTimeout, c.MaxLifetime)
 	}
-	if c.ReuseGrace > time.Minute {
-		return c, fmt.Errorf("sessions: refresh reuse grace %s is longer than 1m", c.ReuseGrace)
+	if c.RefreshReuseGrace > time.Minute {
+		return c, fmt.Errorf("sessions: refresh reuse grace %s is longer than 1m", c.RefreshReuseGrace)
 	}
 	return c, nil
 }
@@ -280,10 +280,10 @@ func (s *Service) rotateSession(ctx context.Context, token, ip, userAgent string
 		var retired, inGrace bool
 		if err := tx.QueryRow(ctx, `
 			SELECT retired_at IS NOT NULL, COALESCE(retired_at > now() - $2::float8 * interval '1 second', false)
-			FROM refresh_tokens WHERE token_hash = $1`, hash, seconds(max(cfg.ReuseGrace, 0))).Scan(&retired, &inGrace); err != nil {
+			FROM refresh_tokens WHERE token_hash = $1`, hash, seconds(max(cfg.RefreshReuseGrace, 0))).Scan(&retired, &inGrace); err != nil {
 			return err
 		}
-		if retired && !(cfg.ReuseGrace > 0 && inGrace) {
+		if retired && !(cfg.RefreshReuseGrace > 0 && inGrace) {
 			if _, err := tx.Exec(ctx,
 				"UPDATE sessions SET revoked_at = now(), revoked_reason = $2 WHERE id = $1", sid, revokedByReuse); err != nil {
 				return err

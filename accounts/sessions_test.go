@@ -309,7 +309,7 @@ func TestConcurrentRefreshAcrossInstances(t *testing.T) {
 		grace time.Duration
 	}{{"grace", 10 * time.Second}, {"no grace", -1}} {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := []func(*Config){noRateLimit, func(c *Config) { c.Sessions.ReuseGrace = tc.grace }}
+			cfg := []func(*Config){noRateLimit, func(c *Config) { c.Sessions.RefreshReuseGrace = tc.grace }}
 			e := newTestEnv(t, cfg...)
 			_, other := e.secondInstance(cfg...)
 			e.register("race@example.com", "Secret!pw1")

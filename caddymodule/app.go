@@ -414,6 +414,66 @@ func (rl *RateLimit) config() accounts.RateLimitConfig {
 	}
 }
 
+// Sessions holds the options of refresh sessions and of the browser
+// cookies (see accounts.SessionConfig). Zero values mean the defaults.
+//
+// Login sets an access-token cookie (Path=/, HttpOnly, Secure,
+// SameSite=Lax) and a refresh-token cookie (Path=/api/auth, HttpOnly,
+// Secure, SameSite=Strict) besides its JSON body; POST /api/auth/refresh
+// exchanges the refresh token for new ones (rotation with reuse
+// detection); cookie-authenticated unsafe requests must be same-origin.
+type Sessions struct {
+	// Name of the access-token cookie. Default: access_token.
+	AccessCookieName string `json:"access_cookie_name,omitempty"`
+	// Name of the refresh-token cookie. Default: refresh_token.
+	RefreshCookieName string `json:"refresh_cookie_name,omitempty"`
+	// Domain attribute of both cookies. Default: none (host-only
+	// cookies, the safest).
+	CookieDomain string `json:"cookie_domain,omitempty"`
+	// Origins (https://app.example.com) whose cross-origin requests are
+	// accepted with cookies, for a frontend on another origin sharing
+	// the cookies through cookie_domain. Default: none.
+	TrustedOrigins []string `json:"trusted_origins,omitempty"`
+	// Lifetime of the access token in the cookie and of every access
+	// token issued by /api/auth/refresh. The login's JSON body keeps
+	// token_lifetime. Default: 15m.
+	AccessCookieLifetime caddy.Duration `json:"access_cookie_lifetime,omitempty"`
+	// A session with no login or refresh for this long ends. Default: 7d.
+	IdleTimeout caddy.Duration `json:"idle_timeout,omitempty"`
+	// A session ends this long after its login, however active.
+	// Default: 30d.
+	MaxLifetime caddy.Duration `json:"max_lifetime,omitempty"`
+	// How long a just-retired refresh token may still be exchanged, for
+	// tabs racing with the same token; after it, reusing a retired token
+	// revokes the whole session. Negative turns the grace off.
+	// Default: 10s.
+	RefreshReuseGrace caddy.Duration `json:"refresh_reuse_grace,omitempty"`
+	// Also put refresh_token in the JSON body of the login and of a
+	// cookie refresh (a refresh with a body token always returns one).
+	// Default: false (the login body keeps its documented shape).
+	RefreshTokenInBody bool `json:"refresh_token_in_body,omitempty"`
+	// Leave access_token out of the JSON body of the login and of a
+	// cookie refresh when the response sets the cookies: for
+	// deployments whose only clients are browsers. Bearer clients then
+	// cannot log in. Default: false.
+	OmitTokenFromBody bool `json:"omit_token_from_body,omitempty"`
+}
+
+func (s *Sessions) config() accounts.SessionConfig {
+	return accounts.SessionConfig{
+		AccessCookieName:     s.AccessCookieName,
+		RefreshCookieName:    s.RefreshCookieName,
+		CookieDomain:         s.CookieDomain,
+		TrustedOrigins:       s.TrustedOrigins,
+		AccessCookieLifetime: time.Duration(s.AccessCookieLifetime),
+		IdleTimeout:          time.Duration(s.IdleTimeout),
+		MaxLifetime:          time.Duration(s.MaxLifetime),
+		RefreshReuseGrace:           time.Duration(s.RefreshReuseGrace),
+		RefreshTokenInBody:   s.RefreshTokenInBody,
+		OmitTokenFromBody:    s.OmitTokenFromBody,
+	}
+}
+
 // Service returns the account service.
 func (a *App) Service() *accounts.Service { return a.service }
 

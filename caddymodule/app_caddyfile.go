@@ -3,24 +3,15 @@ package caddymodule
 import (
 	"strconv"
 
+	"github.com/caddyaccounts/gateway/accounts"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-
-	"github.com/caddyaccounts/gateway/accounts"
 )
 
 func init() {
 	httpcaddyfile.RegisterGlobalOption("accounts", parseGlobalOption)
-	httpcaddyfile.RegisterHandlerDirective("accounts_api", parseAPIHandler)
-	httpcaddyfile.RegisterDirectiveOrder("accounts_api", httpcaddyfile.Before, "reverse_proxy")
-	httpcaddyfile.RegisterHandlerDirective("accounts_auth", parseAuthHandler)
-	httpcaddyfile.RegisterDirectiveOrder("accounts_auth", httpcaddyfile.After, "forward_auth")
-	httpcaddyfile.RegisterHandlerDirective("accounts_strip_identity", parseStripIdentity)
-	// First of all: nothing may see the client's X-User-Id.
-	httpcaddyfile.RegisterDirectiveOrder("accounts_strip_identity", httpcaddyfile.Before, "tracing")
 }
 
 // parseGlobalOption parses the accounts global option:
@@ -133,9 +124,9 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "audience":
 			err = oneString(d, &a.Audience)
 		case "token_lifetime":
-			err = oneDuration(d, &a.TokenLifetime)
+			err = oneDuration(d, &a.TokenLifetime, false)
 		case "leeway":
-			err = oneDuration(d, &a.Leeway)
+			err = oneDuration(d, &a.Leeway, false)
 		case "max_conns":
 			var n int
 			err = oneInt(d, &n)
@@ -181,115 +172,6 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-func oneString(d *caddyfile.Dispenser, dst *string) error {
-	if !d.NextArg() {
-		return d.ArgErr()
-	}
-	*dst = d.Val()
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	return nil
-}
-
-func oneInt(d *caddyfile.Dispenser, dst *int) error {
-	var s string
-	if err := oneString(d, &s); err != nil {
-		return err
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 0 {
-		return d.Errf("%s: want a non-negative integer, got %q", d.Val(), s)
-	}
-	*dst = n
-	return nil
-}
-
-func oneDuration(d *caddyfile.Dispenser, dst *caddy.Duration) error {
-	var s string
-	if err := oneString(d, &s); err != nil {
-		return err
-	}
-	dur, err := caddy.ParseDuration(s)
-	if err != nil {
-		return d.Errf("bad duration %q: %v", s, err)
-	}
-	*dst = caddy.Duration(dur)
-	return nil
-}
-
-// parseAPIHandler parses the accounts_api directive, which takes no
-// arguments:
-//
-//	accounts_api
-func parseAPIHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	if err := noArguments(h); err != nil {
-		return nil, err
-	}
-	return new(APIHandler), nil
-}
-
-// noArguments consumes a directive that takes no arguments and no block.
-func noArguments(h httpcaddyfile.Helper) error {
-	h.Next()
-	if h.NextArg() || h.NextBlock(0) {
-		return h.ArgErr()
-	}
-	return nil
-}
-
-// parseStripIdentity parses the accounts_strip_identity directive, which
-// takes no arguments:
-//
-//	accounts_strip_identity
-func parseStripIdentity(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	if err := noArguments(h); err != nil {
-		return nil, err
-	}
-	return new(StripIdentityHandler), nil
-}
-
-// parseAuthHandler parses the accounts_auth directive:
-//
-//	accounts_auth [<matcher>] {
-//		require_role <role>
-//		upgrades <protocol>... | off
-//		strip_authorization
-//	}
-func parseAuthHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	a := new(AuthHandler)
-	h.Next()
-	if h.NextArg() {
-		return nil, h.ArgErr()
-	}
-	for h.NextBlock(0) {
-		switch h.Val() {
-		case "require_role":
-			if err := oneString(h.Dispenser, &a.RequireRole); err != nil {
-				return nil, err
-			}
-		case "upgrades":
-			args := h.RemainingArgs()
-			switch {
-			case len(args) == 0:
-				return nil, h.ArgErr()
-			case len(args) == 1 && args[0] == "off":
-				a.UpgradesOff = true
-			default:
-				a.Upgrades = args
-			}
-		case "strip_authorization":
-			if h.NextArg() {
-				return nil, h.ArgErr()
-			}
-			a.StripAuthorization = true
-		default:
-			return nil, h.Errf("unknown accounts_auth option %q", h.Val())
-		}
-	}
-	return a, nil
-}
-
 // unmarshalRateLimit parses the rate_limit block of the accounts option.
 func (a *App) unmarshalRateLimit(d *caddyfile.Dispenser) error {
 	if a.RateLimit == nil {
@@ -326,7 +208,8 @@ func (a *App) unmarshalRateLimit(d *caddyfile.Dispenser) error {
 				if n < 0 {
 					return d.Errf("%s off takes no window", opt)
 				}
-				if err := parseDuration(d, args[1], &window); err != nil {
+				var err error
+				if window, err = parseDuration(d, args[1], true); err != nil {
 					return err
 				}
 			}
@@ -339,11 +222,12 @@ func (a *App) unmarshalRateLimit(d *caddyfile.Dispenser) error {
 			if len(args) < 1 || len(args) > 2 {
 				return d.ArgErr()
 			}
-			if err := parseDuration(d, args[0], &rl.Lockout); err != nil {
+			var err error
+			if rl.Lockout, err = parseDuration(d, args[0], true); err != nil {
 				return err
 			}
 			if len(args) == 2 {
-				if err := parseDuration(d, args[1], &rl.LockoutMax); err != nil {
+				if rl.LockoutMax, err = parseDuration(d, args[1], true); err != nil {
 					return err
 				}
 			}
@@ -354,15 +238,129 @@ func (a *App) unmarshalRateLimit(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// parseDuration parses a positive duration.
-func parseDuration(d *caddyfile.Dispenser, s string, dst *caddy.Duration) error {
+// unmarshalSessions parses the sessions block of the accounts option:
+//
+//	sessions {
+//		access_cookie_name     <name>
+//		refresh_cookie_name    <name>
+//		cookie_domain          <domain>
+//		trusted_origin         <origin>...   (repeatable)
+//		access_cookie_lifetime <duration>
+//		idle_timeout           <duration>
+//		max_lifetime           <duration>
+//		refresh_reuse_grace    <duration> | off
+//		refresh_token_in_body
+//		omit_token_from_body
+//	}
+func (a *App) unmarshalSessions(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if a.Sessions == nil {
+		a.Sessions = new(Sessions)
+	}
+	s := a.Sessions
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		var err error
+		switch opt {
+		case "access_cookie_name":
+			err = oneString(d, &s.AccessCookieName)
+		case "refresh_cookie_name":
+			err = oneString(d, &s.RefreshCookieName)
+		case "cookie_domain":
+			err = oneString(d, &s.CookieDomain)
+		case "trusted_origin":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			s.TrustedOrigins = append(s.TrustedOrigins, args...)
+		case "access_cookie_lifetime":
+			err = oneDuration(d, &s.AccessCookieLifetime, true)
+		case "idle_timeout":
+			err = oneDuration(d, &s.IdleTimeout, true)
+		case "max_lifetime":
+			err = oneDuration(d, &s.MaxLifetime, true)
+		case "refresh_reuse_grace":
+			var v string
+			if err = oneString(d, &v); err != nil {
+				break
+			}
+			if v == "off" {
+				s.RefreshReuseGrace = -1
+				break
+			}
+			if s.RefreshReuseGrace, err = parseDuration(d, v, true); err != nil {
+				return d.Errf("refresh_reuse_grace: want a positive duration or off, got %q", v)
+			}
+		case "refresh_token_in_body", "omit_token_from_body":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if opt == "refresh_token_in_body" {
+				s.RefreshTokenInBody = true
+			} else {
+				s.OmitTokenFromBody = true
+			}
+		default:
+			return d.Errf("unknown sessions option %q", opt)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func oneString(d *caddyfile.Dispenser, dst *string) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	*dst = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+func oneInt(d *caddyfile.Dispenser, dst *int) error {
+	var s string
+	if err := oneString(d, &s); err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return d.Errf("%s: want a non-negative integer, got %q", d.Val(), s)
+	}
+	*dst = n
+	return nil
+}
+
+// parseDuration parses s as a Caddy duration ("90s", "1h30m", "7d");
+// with positive, zero and negative ones are refused.
+func parseDuration(d *caddyfile.Dispenser, s string, positive bool) (caddy.Duration, error) {
 	dur, err := caddy.ParseDuration(s)
 	if err != nil {
-		return d.Errf("bad duration %q: %v", s, err)
+		return 0, d.Errf("bad duration %q: %v", s, err)
 	}
-	if dur <= 0 {
-		return d.Errf("duration %q must be positive", s)
+	if positive && dur <= 0 {
+		return 0, d.Errf("duration %q must be positive", s)
 	}
-	*dst = caddy.Duration(dur)
+	return caddy.Duration(dur), nil
+}
+
+// oneDuration reads an option's one argument as a duration
+// (parseDuration).
+func oneDuration(d *caddyfile.Dispenser, dst *caddy.Duration, positive bool) error {
+	var s string
+	if err := oneString(d, &s); err != nil {
+		return err
+	}
+	dur, err := parseDuration(d, s, positive)
+	if err != nil {
+		return err
+	}
+	*dst = dur
 	return nil
 }
