@@ -21,10 +21,10 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/caddyaccounts/gateway/fastapi"
-
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
+
+	"github.com/caddyaccounts/gateway/fastapi"
 )
 
 // Paging bounds of every list of the API (API.md: GET /api/admin/users;

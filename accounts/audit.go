@@ -8,10 +8,10 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/caddyaccounts/gateway/fastapi"
-
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
+
+	"github.com/caddyaccounts/gateway/fastapi"
 )
 
 // Security events written to the audit log.

@@ -8,9 +8,9 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/caddyaccounts/gateway/fastapi"
-
 	"go.uber.org/zap"
+
+	"github.com/caddyaccounts/gateway/fastapi"
 )
 
 // maxFullNameLen bounds profile names (API.md).

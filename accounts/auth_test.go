@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyaccounts/gateway/fastapi"
-
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/caddyaccounts/gateway/fastapi"
 )
 
 func TestRegister(t *testing.T) {

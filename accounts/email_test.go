@@ -8,8 +8,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caddyaccounts/gateway/migrations"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/caddyaccounts/gateway/migrations"
 )
 
 func TestEmailKey(t *testing.T) {

@@ -32,10 +32,10 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/caddyaccounts/gateway/fastapi"
-
 	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/crypto/argon2"
+
+	"github.com/caddyaccounts/gateway/fastapi"
 )
 
 // fuzzSecret is a password planted in seed bodies: no error response may

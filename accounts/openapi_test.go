@@ -17,12 +17,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caddyaccounts/gateway/fastapi"
-
 	"github.com/pb33f/libopenapi"
 	validator "github.com/pb33f/libopenapi-validator"
 	"github.com/pb33f/libopenapi-validator/config"
 	verrors "github.com/pb33f/libopenapi-validator/errors"
+
+	"github.com/caddyaccounts/gateway/fastapi"
 )
 
 // The OpenAPI document (openapi.json) is checked three ways:

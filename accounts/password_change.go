@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"net/http"
 
-	"github.com/caddyaccounts/gateway/fastapi"
-
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
+
+	"github.com/caddyaccounts/gateway/fastapi"
 )
 
 var (

@@ -12,9 +12,10 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/caddyaccounts/gateway/fastapi"
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/caddyaccounts/gateway/fastapi"
 )
 
 // Argon2Params are the argon2id cost parameters. The defaults follow the

@@ -35,10 +35,10 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/caddyaccounts/gateway/fastapi"
-
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/caddyaccounts/gateway/fastapi"
 )
 
 // Profile is a user's profile as the API shows it. Absent values are

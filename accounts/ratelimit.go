@@ -16,10 +16,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/caddyaccounts/gateway/fastapi"
-
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
+
+	"github.com/caddyaccounts/gateway/fastapi"
 )
 
 // Defaults of RateLimitConfig.

@@ -8,9 +8,9 @@ import (
 	"errors"
 	"net/http"
 
-	"github.com/caddyaccounts/gateway/fastapi"
-
 	"go.uber.org/zap"
+
+	"github.com/caddyaccounts/gateway/fastapi"
 )
 
 // readRefreshToken returns the refresh token of a request: from a JSON

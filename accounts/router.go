@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"net/http"
 
+	"go.uber.org/zap"
+
 	"github.com/caddyaccounts/gateway/edge"
 	"github.com/caddyaccounts/gateway/fastapi"
-
-	"go.uber.org/zap"
 )
 
 // apiFunc is a handler that returns its error instead of writing it.

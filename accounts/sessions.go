@@ -62,10 +62,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caddyaccounts/gateway/fastapi"
-
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
+
+	"github.com/caddyaccounts/gateway/fastapi"
 )
 
 // Defaults of SessionConfig.

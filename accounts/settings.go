@@ -78,9 +78,9 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/caddyaccounts/gateway/fastapi"
-
 	"go.uber.org/zap"
+
+	"github.com/caddyaccounts/gateway/fastapi"
 )
 
 // DefaultSettingsDir is the settings directory when Config.SettingsDir is

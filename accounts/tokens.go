@@ -8,9 +8,9 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/caddyaccounts/gateway/fastapi"
-
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/caddyaccounts/gateway/fastapi"
 )
 
 // Claims are the claims of an access token (API.md, "Tokens").

@@ -9,9 +9,9 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/caddyaccounts/gateway/fastapi"
-
 	"github.com/jackc/pgx/v5"
+
+	"github.com/caddyaccounts/gateway/fastapi"
 )
 
 // Roles a user can have.

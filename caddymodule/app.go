@@ -468,7 +468,7 @@ func (s *Sessions) config() accounts.SessionConfig {
 		AccessCookieLifetime: time.Duration(s.AccessCookieLifetime),
 		IdleTimeout:          time.Duration(s.IdleTimeout),
 		MaxLifetime:          time.Duration(s.MaxLifetime),
-		RefreshReuseGrace:           time.Duration(s.RefreshReuseGrace),
+		RefreshReuseGrace:    time.Duration(s.RefreshReuseGrace),
 		RefreshTokenInBody:   s.RefreshTokenInBody,
 		OmitTokenFromBody:    s.OmitTokenFromBody,
 	}

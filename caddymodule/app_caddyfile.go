@@ -3,11 +3,12 @@ package caddymodule
 import (
 	"strconv"
 
-	"github.com/caddyaccounts/gateway/accounts"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+
+	"github.com/caddyaccounts/gateway/accounts"
 )
 
 func init() {

@@ -4,11 +4,12 @@ import (
 	"fmt"
 	"net/http"
 
-	"github.com/caddyaccounts/gateway/accounts"
-	"github.com/caddyaccounts/gateway/edge"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddyaccounts/gateway/accounts"
+	"github.com/caddyaccounts/gateway/edge"
 )
 
 func init() {

@@ -3,10 +3,11 @@ package caddymodule
 import (
 	"net/http"
 
-	"github.com/caddyaccounts/gateway/edge"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddyaccounts/gateway/edge"
 )
 
 func init() {

@@ -22,9 +22,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyaccounts/gateway/internal/apitest"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
+
+	"github.com/caddyaccounts/gateway/internal/apitest"
 )
 
 // rawExchange sends raw (lines joined with CRLF) to addr on a new
