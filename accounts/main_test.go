@@ -216,3 +216,10 @@ func (e *testEnv) exec(sql string, args ...any) {
 		e.t.Fatalf("%s: %v", sql, err)
 	}
 }
+
+// tokenResponse is the body of a successful login.
+type tokenResponse struct {
+	AccessToken string `json:"access_token"`
+	TokenType   string `json:"token_type"`
+	ExpiresIn   int64  `json:"expires_in"`
+}

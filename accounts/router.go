@@ -22,37 +22,37 @@ type authedFunc func(w http.ResponseWriter, r *http.Request, p *Principal) error
 // Any other path gets FastAPI's 404 and a wrong method its 405, as JSON.
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
-	// Rate limits: ratelimit.go. Every /api/auth/* route but the JWKS is
-	// behind the per-address limit.
+	// Every /api/auth/* route but the JWKS is behind the per-address rate
+	// limit.
 	handle := func(pattern string, f apiFunc) { mux.Handle(pattern, s.serve(s.limitAuthRoute(pattern, f))) }
 	authed := func(pattern string, f authedFunc) { handle(pattern, s.withPrincipal("", f)) }
 
 	handle("GET /api/health", s.handleHealth)
 	handle("GET /api/openapi.json", s.handleOpenAPI)
-	handle("POST /api/auth/register", s.handleRegister)
-	handle("POST /api/auth/login", s.handleLogin)
 	handle("GET /api/auth/jwks.json", s.handleJWKS)
 	handle("GET /.well-known/jwks.json", s.handleJWKS)
-	authed("GET /api/users/me", s.handleMe)
 
-	// Sessions: sessions.go.
+	// Accounts and sessions.
+	handle("POST /api/auth/register", s.handleRegister)
+	handle("POST /api/auth/login", s.handleLogin)
 	handle("POST /api/auth/refresh", s.handleRefresh)
 	handle("POST /api/auth/logout", s.handleLogout)
 	authed("POST /api/auth/logout-all", s.handleLogoutAll)
+
+	// The caller.
+	authed("GET /api/users/me", s.handleMe)
 	authed("GET /api/users/me/sessions", s.handleListSessions)
 	authed("DELETE /api/users/me/sessions/{session_id}", s.handleRevokeSession)
 	authed("POST /api/users/me/password", s.handleChangePassword)
-
-	// Profile: profile.go.
 	authed("GET /api/profile", s.handleGetProfile)
 	authed("PUT /api/profile", s.handlePutProfile)
 
-	// Admin: admin.go; the audit log: audit.go.
+	// Administration.
 	handle("GET /api/admin/users", s.withPrincipal(RoleAdmin, s.handleListUsers))
 	handle("PATCH /api/admin/users/{id}", s.withPrincipal(RoleAdmin, s.handlePatchUser))
 	handle("GET /api/admin/audit", s.withPrincipal(RoleAdmin, s.handleListAuditEvents))
 
-	// Settings: settings.go.
+	// Settings of the feature services.
 	handle("GET /api/settings/ai", s.withPrincipal(RoleAdmin, s.handleGetAISettings))
 	handle("PATCH /api/settings/ai", s.withPrincipal(RoleAdmin, s.handlePatchAISettings))
 	handle("POST /api/settings/ai/test", s.withPrincipal(RoleAdmin, s.handleTestAI))

@@ -59,11 +59,9 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"go.uber.org/zap"
 
 	"github.com/caddyaccounts/gateway/fastapi"
 )
@@ -534,20 +532,6 @@ func (s *Service) startSession(w http.ResponseWriter, r *http.Request, u *User) 
 	return body, nil
 }
 
-// sessionInfo is one entry of GET /api/users/me/sessions.
-type sessionInfo struct {
-	ID string `json:"id"`
-	// Device is the User-Agent of the last login or refresh (at most 256
-	// characters), or null.
-	Device *string `json:"device"`
-	// IP is the client address of the last login or refresh, or null.
-	IP         *string   `json:"ip"`
-	CreatedAt  time.Time `json:"created_at"`
-	LastUsedAt time.Time `json:"last_used_at"`
-	// Current is true for the session of the request's access token.
-	Current bool `json:"current"`
-}
-
 // listSessions returns the active sessions of user userID, the most
 // recently used first.
 func (s *Service) listSessions(ctx context.Context, userID, current string) ([]sessionInfo, error) {
@@ -575,46 +559,4 @@ func (s *Service) listSessions(ctx context.Context, userID, current string) ([]s
 		return nil, fmt.Errorf("listing sessions: %w", err)
 	}
 	return list, nil
-}
-
-// handleListSessions serves GET /api/users/me/sessions: 200 with the
-// caller's active sessions, [{"id", "device", "ip", "created_at",
-// "last_used_at", "current"}], the most recently used first.
-func (s *Service) handleListSessions(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	list, err := s.listSessions(r.Context(), p.User.ID, p.Claims.SessionID)
-	if err != nil {
-		return err
-	}
-	fastapi.WriteJSON(w, http.StatusOK, list)
-	return nil
-}
-
-var errSessionNotFound = fastapi.NewError(http.StatusNotFound, "Session not found")
-
-// handleRevokeSession serves DELETE /api/users/me/sessions/{session_id}:
-// 204 after revoking one of the caller's active sessions (its refresh
-// token and access tokens stop working at once); 404 "Session not found"
-// for an unknown, ended, or another user's session; 422 for an id that
-// is not a UUID. Revoking the current session also clears the cookies.
-func (s *Service) handleRevokeSession(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	id, reason := fastapi.ParseUUID(strings.ToValidUTF8(r.PathValue("session_id"), "\uFFFD"))
-	if reason != "" {
-		var v fastapi.ValidationError
-		v.Add("uuid_parsing", "Input should be a valid UUID, "+reason, "path", "session_id")
-		return &v
-	}
-	ok, err := s.revokeSession(r.Context(), id, p.User.ID, revokedByUser)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return errSessionNotFound
-	}
-	s.log.Info("session revoked", zap.String("user_id", p.User.ID), zap.String("session_id", id))
-	s.audit(r, EventSessionRevoked, p.User.ID, p.User.ID, map[string]any{"session_id": id})
-	if strings.EqualFold(id, p.Claims.SessionID) {
-		s.clearSessionCookies(w)
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
 }
