@@ -1,18 +1,5 @@
 package accounts
 
-// Admin: the routes under /api/admin, for role admin only (the role as
-// stored now, not as the token says): listing users, and changing a
-// user's role and active state.
-//
-// # The last active admin
-//
-// A change that would leave no active admin is refused with 409. The check
-// and the update run in one transaction that first locks every active
-// admin row (SELECT ... FOR UPDATE, in id order so that two such
-// transactions cannot deadlock): two concurrent requests that each remove
-// one of the last two admins are serialized, and the second sees that
-// its target is the only active admin left.
-
 import (
 	"context"
 	"encoding/json"

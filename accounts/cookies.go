@@ -1,35 +1,5 @@
 package accounts
 
-// Cookie sessions for browsers, beside the Bearer header for every other
-// client (API.md's contract, unchanged).
-//
-// Login sets two cookies, besides its JSON body:
-//
-//   - the access cookie (SessionConfig.AccessCookieName, default
-//     "access_token"): a short-lived access token (AccessCookieLifetime,
-//     default 15m) of the new session; Path=/, HttpOnly, Secure,
-//     SameSite=Lax;
-//   - the refresh cookie (RefreshCookieName, default "refresh_token"):
-//     the session's refresh token; Path=/api/auth (sent to refresh and
-//     logout only, never to the document service), HttpOnly, Secure,
-//     SameSite=Strict; it lives as long as the session can.
-//
-// POST /api/auth/refresh with the refresh cookie sets both anew; logout,
-// logout-all and a refused refresh clear both. A cross-origin browser
-// request to login gets its JSON body but no cookies, so a foreign page
-// cannot sign a visitor in to an account of its choosing.
-//
-// Authenticate takes the Bearer header when there is one, else the
-// access cookie. A request that a cookie authenticates (or that uses the
-// refresh cookie: refresh, logout) must pass the standard library's
-// cross-origin check when its method is unsafe (anything but GET, HEAD,
-// OPTIONS): browsers say where a request comes from (Sec-Fetch-Site, or
-// Origin for older ones), and anything but a same-origin request, or a
-// request from SessionConfig.TrustedOrigins, is refused with 403
-// {"detail": "Cross-origin request refused"}. Requests without either
-// header are not from a browser and pass. Bearer requests are never
-// checked: a foreign page cannot make a browser send a Bearer header.
-
 import (
 	"fmt"
 	"net/http"

@@ -1,15 +1,5 @@
 package accounts
 
-// Legacy bcrypt hashes: while the database holds password hashes of the
-// old backend (bcrypt, upgraded to argon2id at each user's next login),
-// a failed login must cost as much as a wrong password on the slowest of
-// them, or the time of a failed login tells which emails have an account
-// (Hasher, passwords.go). The service reads the largest bcrypt cost
-// stored at the first login, after each upgrade of a hash, and again at
-// most a minute later while logins come in (changes made elsewhere:
-// another instance, a password change, an import); once no bcrypt hash
-// is left, failed logins cost one argon2id verification again.
-
 import (
 	"context"
 	"sync"

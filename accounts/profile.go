@@ -1,28 +1,5 @@
 package accounts
 
-// Profile: GET and PUT /api/profile, the signed-in user's own profile.
-//
-// # Field rules
-//
-// Every field is optional text; null clears it. Lengths count characters
-// (Unicode code points), as pydantic does. Errors are pydantic's shapes,
-// one entry per failing field, in the order of profileFields.
-//
-//	full_name   at most 200 characters
-//	phone       at most 32 characters, phone-like (see checkPhone)
-//	job_title   at most 200 characters
-//	department  at most 200 characters
-//	bio         at most 2000 characters
-//	avatar_url  at most 2048 characters, an absolute http(s) URL with a
-//	            host (see checkAvatarURL)
-//
-// Text is stored as given, "" included (FastAPI stores it too), except
-// where a format rule refuses it: "" is not a phone number (fewer than 5
-// digits) nor a URL (pydantic's HttpUrl refuses it as "input is empty");
-// null is how a client clears those. Text holding a NUL character is
-// refused (value_error): PostgreSQL cannot store it, and the old backend
-// answered it with a 500.
-
 import (
 	"context"
 	"errors"

@@ -1,6 +1,3 @@
-// Package accounts is the account domain of the gateway: users, profiles,
-// passwords, tokens and settings, and the plain net/http handlers of the
-// JSON API. It knows nothing of Caddy; the caddymodule package wires it in.
 package accounts
 
 import (

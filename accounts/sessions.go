@@ -1,54 +1,5 @@
 package accounts
 
-// Sessions: one sign-in (login) of one user on one device, with its
-// refresh tokens, in the manner of supabase/auth (GoTrue), but storing
-// only SHA-256 hashes of the tokens.
-//
-// # Refresh-token rotation
-//
-// Login creates a session and its first refresh token (256 random bits,
-// base64url). POST /api/auth/refresh exchanges a refresh token for a new
-// access token and a new refresh token, and retires the one presented.
-// Each exchange runs in one transaction that locks the session row
-// (SELECT ... FOR UPDATE), so any number of gateway instances sharing the
-// database see one order of exchanges. The rules, in order:
-//
-//   - unknown token, revoked session, idle session (no login or refresh
-//     for SessionConfig.IdleTimeout) or old session (created more than
-//     SessionConfig.MaxLifetime ago): 401 "Invalid refresh token";
-//   - an active (not yet retired) token: it is retired together with any
-//     other active token of the session, and its successor is the
-//     session's one active token;
-//   - a token retired less than SessionConfig.RefreshReuseGrace ago (concurrent
-//     tabs or instances that refreshed with the same token at once): it
-//     gets a successor too, which joins the session's active tokens
-//     without retiring them. Every response of such a race thus carries
-//     a token that works, whatever order the responses (and their
-//     Set-Cookie headers) arrive in; the next ordinary exchange of any of
-//     them retires them all. (GoTrue answers the race with the current
-//     token itself; with only hashes stored there is no token to give
-//     back, so a sibling is minted instead. The immediate parent alone
-//     would not do: the third of three racing tabs would find its token
-//     two generations old.)
-//   - any other retired token is a reuse: the token was copied and
-//     someone else exchanged it first. The whole session is revoked, its
-//     newest tokens included, and the event is audited
-//     (refresh.reuse_detected).
-//
-// # Access tokens of a session
-//
-// Every access token issued at login or refresh carries the session id as
-// its "sid" claim, and revoking the session (logout, DELETE of the
-// session, password change, reuse detection, logout-all) refuses them on
-// the next request, on every instance. The check costs no query on the
-// request path: the user's cached state (authcache.go) holds the ids of
-// the user's sessions revoked recently enough that one of their tokens
-// could still be unexpired, read with the user in the same single query,
-// and revoking a session fires the user's change notification (migration
-// 0003), which drops that cached state everywhere. Tokens without a sid
-// (the old backend's) are refused only by logout-all's
-// users.tokens_valid_after, or when they expire.
-
 import (
 	"cmp"
 	"context"
