@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/caddyaccounts/gateway/internal/apitest"
 )
 
 // newAdminEnv is a testEnv whose auth routes are not rate limited: the
@@ -265,18 +267,18 @@ func TestAdminListUsersRefusesBadQuery(t *testing.T) {
 				entry("enum", "role", notRole) + "," +
 				entry("bool_parsing", "is_active", notBool)},
 	}
+	bearer := map[string]string{"Authorization": "Bearer " + token}
+	var scenarios []apitest.Scenario
 	for _, tt := range tests {
-		r := e.do("GET", "/api/admin/users?"+tt.query, token, nil)
-		if want := "[" + tt.detail + "]"; r.Status != 422 || r.Detail(t) != want {
-			t.Errorf("?%.40s: got %d %s\nwant 422 %s", tt.query, r.Status, r.Detail(t), want)
-		}
-		if r.Header.Get("X-Total-Count") != "" {
-			t.Errorf("?%.40s: X-Total-Count on an error", tt.query)
-		}
+		scenarios = append(scenarios, apitest.Scenario{
+			Name: fmt.Sprintf("?%.40s", tt.query), URL: "/api/admin/users?" + tt.query, Headers: bearer,
+			ExpectedStatus: 422, ExpectedBody: `{"detail":[` + tt.detail + `]}`,
+			ExpectedHeaders: map[string]string{"X-Total-Count": ""},
+		})
 	}
-	if r := e.do("POST", "/api/admin/users", token, `{}`); r.Status != 405 || r.Detail(t) != `"Method Not Allowed"` {
-		t.Errorf("POST: %d %s", r.Status, r.Body)
-	}
+	scenarios = append(scenarios, apitest.Scenario{Method: "POST", URL: "/api/admin/users", Headers: bearer, Body: `{}`,
+		ExpectedStatus: 405, ExpectedBody: apitest.Detail("Method Not Allowed")})
+	e.table(t, scenarios)
 }
 
 func TestAdminPatchUser(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/caddyaccounts/gateway/internal/apitest"
 	"github.com/caddyaccounts/gateway/internal/pgtest"
 	"github.com/caddyaccounts/gateway/migrations"
 )
@@ -110,6 +111,13 @@ func (r *response) Detail(t testing.TB) string {
 	var buf bytes.Buffer
 	_ = json.Compact(&buf, v.Detail)
 	return buf.String()
+}
+
+// table runs HTTP scenarios against the test server, each as a subtest
+// (the project's one vocabulary for them: internal/apitest).
+func (e *testEnv) table(t *testing.T, scenarios []apitest.Scenario) {
+	t.Helper()
+	apitest.Table(t, e.srv.URL, apitest.Client(e.srv.Client()), scenarios)
 }
 
 // do sends a request. body may be nil, a string (sent as is), url.Values
