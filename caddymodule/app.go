@@ -118,7 +118,7 @@ type App struct {
 	// twice as long on each further lock within a day, at most 1 hour.
 	RateLimit *RateLimit `json:"rate_limit,omitempty"`
 
-	// Refresh sessions and browser cookies (sessions.go): cookie names,
+	// Refresh sessions and browser cookies : cookie names,
 	// domain and lifetimes, session timeouts, the refresh-token reuse
 	// grace, and what the JSON bodies carry. Default: cookies
 	// access_token (15m) and refresh_token, host-only; sessions end after
@@ -370,11 +370,9 @@ func (a *App) serviceConfig() accounts.Config {
 	if a.Argon2 != nil {
 		cfg.Argon2 = *a.Argon2
 	}
-	// Rate limits: ratelimit.go of accounts.
 	if a.RateLimit != nil {
 		cfg.RateLimit = a.RateLimit.config()
 	}
-	// Sessions: sessions.go.
 	if a.Sessions != nil {
 		cfg.Sessions = a.Sessions.config()
 	}

@@ -159,9 +159,9 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			a.AcceptTokensWithoutIssuer = true
-		case "rate_limit": // Rate limits: ratelimit.go of accounts.
+		case "rate_limit":
 			err = a.unmarshalRateLimit(d)
-		case "sessions": // Sessions: sessions.go.
+		case "sessions":
 			err = a.unmarshalSessions(d)
 		default:
 			return d.Errf("unknown accounts option %q", opt)
