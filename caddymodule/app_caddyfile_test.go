@@ -2,15 +2,21 @@ package caddymodule
 
 import (
 	"encoding/json"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/caddyaccounts/gateway/accounts"
+	"github.com/caddyaccounts/gateway/internal/layout"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -255,6 +261,73 @@ func TestSessionsOptionErrors(t *testing.T) {
 		err := new(App).UnmarshalCaddyfile(caddyfile.NewTestDispenser("accounts {\n" + input + "\n}"))
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: err = %v, want it to mention %q", input, err, want)
+		}
+	}
+}
+
+// TestLayoutListsEveryOption holds the README's table of Caddyfile
+// directives and options against the parsers: every keyword a parser of
+// this package accepts is listed once, with the file that parses it.
+func TestLayoutListsEveryOption(t *testing.T) {
+	table, err := layout.Table("../README.md", "Where each Caddyfile directive and option is parsed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := map[string]string{} // keyword -> file
+	paths, _ := filepath.Glob("*.go")
+	fset := token.NewFileSet()
+	for _, path := range paths {
+		if strings.HasSuffix(path, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, path, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		add := func(lit ast.Expr) {
+			if bl, ok := lit.(*ast.BasicLit); ok && bl.Kind == token.STRING {
+				s, _ := strconv.Unquote(bl.Value)
+				found[s] = "caddymodule/" + path
+			}
+		}
+		for _, d := range f.Decls {
+			fd, ok := d.(*ast.FuncDecl)
+			if !ok {
+				continue
+			}
+			name := fd.Name.Name
+			parses := strings.HasPrefix(name, "parse") || strings.HasPrefix(name, "unmarshal") || name == "UnmarshalCaddyfile"
+			ast.Inspect(fd, func(n ast.Node) bool {
+				switch n := n.(type) {
+				case *ast.CaseClause:
+					if parses {
+						for _, e := range n.List {
+							add(e)
+						}
+					}
+				case *ast.CallExpr:
+					if sel, ok := n.Fun.(*ast.SelectorExpr); ok && len(n.Args) > 0 &&
+						(sel.Sel.Name == "RegisterHandlerDirective" || sel.Sel.Name == "RegisterGlobalOption") {
+						add(n.Args[0])
+					}
+				}
+				return true
+			})
+		}
+	}
+	if len(found) < 30 {
+		t.Fatalf("found only %d keywords in the parsers", len(found))
+	}
+	for kw, file := range found {
+		if got, ok := table[kw]; !ok {
+			t.Errorf("README: %q (parsed in %s) is not in the table", kw, file)
+		} else if got != file {
+			t.Errorf("README: %q is parsed in %s, the table says %s", kw, file, got)
+		}
+	}
+	for kw := range table {
+		if _, ok := found[kw]; !ok {
+			t.Errorf("README: %q is in the table but no parser accepts it", kw)
 		}
 	}
 }
