@@ -9,10 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"sort"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddyaccounts/gateway/internal/testcheck"
 )
 
 // newSettingsEnv is a testEnv whose settings directory is dir/settings,
@@ -47,20 +48,6 @@ func jsonEqual(t *testing.T, what string, got []byte, want string, skip ...strin
 	}
 }
 
-// fileJSON reads a settings file as a JSON object.
-func fileJSON(t *testing.T, path string) map[string]any {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(data, &m); err != nil {
-		t.Fatalf("%s is not a JSON object: %v\n%s", path, err, data)
-	}
-	return m
-}
-
 // fileMode returns the permission bits of path.
 func fileMode(t *testing.T, path string) os.FileMode {
 	t.Helper()
@@ -85,14 +72,7 @@ func recentTime(t *testing.T, what string, v any) time.Time {
 // assertNoSecretInLogs fails if any log line holds one of the secrets.
 func assertNoSecretInLogs(t *testing.T, e *testEnv, secrets ...string) {
 	t.Helper()
-	for _, line := range e.logs.All() {
-		text := line.Message + " " + fmt.Sprint(line.ContextMap())
-		for _, s := range secrets {
-			if strings.Contains(text, s) {
-				t.Fatalf("a secret is in the log: %s", text)
-			}
-		}
-	}
+	testcheck.NoSecretInLogs(t, e.logs, secrets...)
 }
 
 const defaultAIJSON = `{"provider":"openai","model":"gpt-4o-mini","base_url":null,"api_key":null,` +
@@ -133,7 +113,7 @@ func TestAISettingsPatch(t *testing.T) {
 
 	// The file: every field, the key in clear (trimmed), mode 0600, in a
 	// directory created 0750, and nothing else left behind.
-	onDisk := fileJSON(t, path)
+	onDisk := testcheck.JSONFile(t, path)
 	recentTime(t, "file updated_at", onDisk["updated_at"])
 	delete(onDisk, "updated_at")
 	want := map[string]any{"provider": "anthropic", "model": "claude-test", "base_url": "https://llm.example.com/api",
@@ -147,7 +127,7 @@ func TestAISettingsPatch(t *testing.T) {
 	if m := fileMode(t, dir); m != 0o750 {
 		t.Errorf("settings directory mode %v, want 0750", m)
 	}
-	assertDirHolds(t, dir, ".ai.json.lock", "ai.json")
+	testcheck.DirHolds(t, dir, ".ai.json.lock", "ai.json")
 
 	get := e.do("GET", "/api/settings/ai", token, nil)
 	if get.Status != 200 || !bytes.Equal(get.Body, r.Body) {
@@ -158,14 +138,14 @@ func TestAISettingsPatch(t *testing.T) {
 	r = e.do("PATCH", "/api/settings/ai", token, map[string]any{"model": "claude-2"})
 	jsonEqual(t, "model only", r.Body, `{"provider":"anthropic","model":"claude-2","base_url":"https://llm.example.com/api",`+
 		`"api_key":"****WXYZ","api_key_set":true,"temperature":1.25,"max_tokens":4096}`, "updated_at")
-	if fileJSON(t, path)["api_key"] != key {
+	if testcheck.JSONFile(t, path)["api_key"] != key {
 		t.Fatal("a PATCH without api_key changed the key")
 	}
 
 	// The mask sent back keeps the key; a PATCH that changes nothing
 	// does not write.
 	before, _ := os.ReadFile(path)
-	beforeUpdated := fileJSON(t, path)["updated_at"]
+	beforeUpdated := testcheck.JSONFile(t, path)["updated_at"]
 	for _, mask := range []string{"****WXYZ", "****"} {
 		r = e.do("PATCH", "/api/settings/ai", token, map[string]any{"api_key": mask, "model": "claude-2"})
 		if r.Status != 200 || r.JSON(t).(map[string]any)["api_key"] != "****WXYZ" || r.JSON(t).(map[string]any)["updated_at"] != beforeUpdated {
@@ -182,7 +162,7 @@ func TestAISettingsPatch(t *testing.T) {
 	if got := r.JSON(t).(map[string]any); r.Status != 200 || got["api_key"] != "****9876" || got["api_key_set"] != true {
 		t.Fatalf("replace: %d %s", r.Status, r.Body)
 	}
-	if fileJSON(t, path)["api_key"] != key2 {
+	if testcheck.JSONFile(t, path)["api_key"] != key2 {
 		t.Fatal("the key was not replaced on disk")
 	}
 	if ts := recentTime(t, "updated_at", r.JSON(t).(map[string]any)["updated_at"]); ts.Before(updated) {
@@ -195,7 +175,7 @@ func TestAISettingsPatch(t *testing.T) {
 		r = e.do("PATCH", "/api/settings/ai", token, map[string]any{"api_key": empty, "base_url": empty})
 		jsonEqual(t, fmt.Sprintf("clear with %q", empty), r.Body, `{"provider":"anthropic","model":"claude-2","base_url":null,`+
 			`"api_key":null,"api_key_set":false,"temperature":1.25,"max_tokens":4096}`, "updated_at")
-		if f := fileJSON(t, path); f["api_key"] != nil || f["base_url"] != nil {
+		if f := testcheck.JSONFile(t, path); f["api_key"] != nil || f["base_url"] != nil {
 			t.Fatalf("cleared fields on disk: %v", f)
 		}
 	}
@@ -206,7 +186,7 @@ func TestAISettingsPatch(t *testing.T) {
 		t.Fatalf("short key: %s", r.Body)
 	}
 	r = e.do("PATCH", "/api/settings/ai", token, map[string]any{"api_key": "****", "temperature": 0})
-	if got := r.JSON(t).(map[string]any); got["api_key"] != "****" || got["temperature"] != float64(0) || fileJSON(t, path)["api_key"] != "short-key" {
+	if got := r.JSON(t).(map[string]any); got["api_key"] != "****" || got["temperature"] != float64(0) || testcheck.JSONFile(t, path)["api_key"] != "short-key" {
 		t.Fatalf("short key kept by its mask: %s", r.Body)
 	}
 
@@ -225,24 +205,6 @@ func TestAISettingsPatch(t *testing.T) {
 		}
 	}
 	assertNoSecretInLogs(t, e, key, key2, "short-key", "sk-again")
-}
-
-// assertDirHolds fails unless dir holds exactly the named entries.
-func assertDirHolds(t *testing.T, dir string, names ...string) {
-	t.Helper()
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, e := range entries {
-		got = append(got, e.Name())
-	}
-	sort.Strings(got)
-	sort.Strings(names)
-	if !reflect.DeepEqual(got, names) {
-		t.Fatalf("%s holds %v, want %v", dir, got, names)
-	}
 }
 
 func TestAISettingsRefusesBadInput(t *testing.T) {
@@ -386,7 +348,7 @@ func TestDocumentLimits(t *testing.T) {
 	if n, err := e.svc.Settings().MaxUploadBytes(); n != 100<<20 || err != nil {
 		t.Fatalf("MaxUploadBytes after PATCH = %d, %v", n, err)
 	}
-	f := fileJSON(t, path)
+	f := testcheck.JSONFile(t, path)
 	recentTime(t, "updated_at", f["updated_at"])
 	if f["max_pdf_size_mb"] != float64(100) || len(f) != 2 {
 		t.Fatalf("documents.json = %v", f)

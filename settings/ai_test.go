@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/caddyaccounts/gateway/internal/testcheck"
 )
 
 func TestMaskAIKey(t *testing.T) {
@@ -106,11 +108,11 @@ func TestConcurrentAISettingsPatches(t *testing.T) {
 	if n := readErrs.Load(); n > 0 {
 		t.Fatalf("%d bad reads of %d; first: %v", n, reads.Load(), firstErr.Load())
 	}
-	f := fileJSON(t, path)
+	f := testcheck.JSONFile(t, path)
 	if !models[f["model"].(string)] || !temps[f["temperature"].(float64)] || f["api_key"] != key ||
 		f["base_url"] != "https://llm.example.com/v1" || f["max_tokens"] != float64(77) || f["provider"] != "openai" {
 		t.Fatalf("final ai.json is inconsistent: %v", f)
 	}
-	assertDirHolds(t, dir, ".ai.json.lock", "ai.json")
-	s.assertNoSecretInLogs(t, key)
+	testcheck.DirHolds(t, dir, ".ai.json.lock", "ai.json")
+	testcheck.NoSecretInLogs(t, s.logs, key)
 }

@@ -3,13 +3,8 @@ package settings
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"reflect"
-	"sort"
-	"strings"
 	"testing"
 
 	"go.uber.org/zap"
@@ -66,49 +61,4 @@ func (s *testSettings) do(method, path string, body any) *httptest.ResponseRecor
 	w := httptest.NewRecorder()
 	s.handler.ServeHTTP(w, r)
 	return w
-}
-
-// assertNoSecretInLogs fails if any log line holds one of the secrets.
-func (s *testSettings) assertNoSecretInLogs(t *testing.T, secrets ...string) {
-	t.Helper()
-	for _, line := range s.logs.All() {
-		text := line.Message + " " + fmt.Sprint(line.ContextMap())
-		for _, secret := range secrets {
-			if strings.Contains(text, secret) {
-				t.Fatalf("a secret is in the log: %s", text)
-			}
-		}
-	}
-}
-
-// fileJSON reads a settings file as a JSON object.
-func fileJSON(t *testing.T, path string) map[string]any {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(data, &m); err != nil {
-		t.Fatalf("%s is not a JSON object: %v\n%s", path, err, data)
-	}
-	return m
-}
-
-// assertDirHolds fails unless dir holds exactly the named entries.
-func assertDirHolds(t *testing.T, dir string, names ...string) {
-	t.Helper()
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, e := range entries {
-		got = append(got, e.Name())
-	}
-	sort.Strings(got)
-	sort.Strings(names)
-	if !reflect.DeepEqual(got, names) {
-		t.Fatalf("%s holds %v, want %v", dir, got, names)
-	}
 }
