@@ -16,10 +16,10 @@ import (
 
 // Providers, defaults and bounds of the AI settings (API.md).
 const (
-	ProviderOpenAI    = "openai"
-	ProviderAnthropic = "anthropic"
+	providerOpenAI    = "openai"
+	providerAnthropic = "anthropic"
 
-	defaultAIProvider    = ProviderOpenAI
+	defaultAIProvider    = providerOpenAI
 	defaultAIModel       = "gpt-4o-mini"
 	defaultAITemperature = 0.7
 	defaultAIMaxTokens   = 1024
@@ -61,7 +61,7 @@ func (a *aiSettings) check() error {
 		a.APIKey = nil
 	}
 	switch {
-	case a.Provider != ProviderOpenAI && a.Provider != ProviderAnthropic:
+	case a.Provider != providerOpenAI && a.Provider != providerAnthropic:
 		return errors.New(`field "provider": not "openai" or "anthropic"`)
 	case a.Model == "" || utf8.RuneCountInString(a.Model) > maxAIModelLen:
 		return errors.New(`field "model": empty or too long`)
@@ -143,7 +143,7 @@ func readAIPatch(body *fastapi.Object) aiPatch {
 	var p aiPatch
 	if raw, ok := body.OptionalRaw("provider"); ok {
 		var s string
-		if json.Unmarshal(raw, &s) != nil || (s != ProviderOpenAI && s != ProviderAnthropic) {
+		if json.Unmarshal(raw, &s) != nil || (s != providerOpenAI && s != providerAnthropic) {
 			body.Add("enum", "Input should be 'openai' or 'anthropic'", "provider")
 		} else {
 			p.provider = &s

@@ -154,7 +154,7 @@ func aiTestKeySource(patch aiPatch, cfg aiSettings) string {
 // does not parse.
 func aiOrigin(cfg aiSettings) string {
 	def := defaultOpenAIBaseURL
-	if cfg.Provider == ProviderAnthropic {
+	if cfg.Provider == providerAnthropic {
 		def = defaultAnthropicBaseURL
 	}
 	u, err := url.Parse(valueOr(cfg.BaseURL, def))
@@ -272,7 +272,7 @@ func newAIPingRequest(ctx context.Context, cfg aiSettings, key string) (*http.Re
 	var endpoint string
 	var payload any
 	switch cfg.Provider {
-	case ProviderAnthropic:
+	case providerAnthropic:
 		endpoint = strings.TrimRight(valueOr(cfg.BaseURL, defaultAnthropicBaseURL), "/") + "/v1/messages"
 		payload = struct {
 			Model     string              `json:"model"`
@@ -297,7 +297,7 @@ func newAIPingRequest(ctx context.Context, cfg aiSettings, key string) (*http.Re
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
-	if cfg.Provider == ProviderAnthropic {
+	if cfg.Provider == providerAnthropic {
 		req.Header.Set("x-api-key", key)
 		req.Header.Set("anthropic-version", anthropicVersion)
 	} else {

@@ -26,14 +26,14 @@ func TestAIOrigin(t *testing.T) {
 		cfg  aiSettings
 		want string
 	}{
-		{aiSettings{Provider: ProviderOpenAI}, "https://api.openai.com"},
-		{aiSettings{Provider: ProviderAnthropic}, "https://api.anthropic.com"},
-		{aiSettings{Provider: ProviderOpenAI, BaseURL: s("https://API.OpenAI.com:443/v1/")}, "https://api.openai.com"},
-		{aiSettings{Provider: ProviderOpenAI, BaseURL: s("http://llm:80/x")}, "http://llm"},
-		{aiSettings{Provider: ProviderOpenAI, BaseURL: s("http://llm:8080")}, "http://llm:8080"},
-		{aiSettings{Provider: ProviderOpenAI, BaseURL: s("https://llm:80")}, "https://llm:80"},
-		{aiSettings{Provider: ProviderOpenAI, BaseURL: s("http://[FD00::1]:11434/v1")}, "http://[fd00::1]:11434"},
-		{aiSettings{Provider: ProviderAnthropic, BaseURL: s("http://127.0.0.1:8080/proxy")}, "http://127.0.0.1:8080"},
+		{aiSettings{Provider: providerOpenAI}, "https://api.openai.com"},
+		{aiSettings{Provider: providerAnthropic}, "https://api.anthropic.com"},
+		{aiSettings{Provider: providerOpenAI, BaseURL: s("https://API.OpenAI.com:443/v1/")}, "https://api.openai.com"},
+		{aiSettings{Provider: providerOpenAI, BaseURL: s("http://llm:80/x")}, "http://llm"},
+		{aiSettings{Provider: providerOpenAI, BaseURL: s("http://llm:8080")}, "http://llm:8080"},
+		{aiSettings{Provider: providerOpenAI, BaseURL: s("https://llm:80")}, "https://llm:80"},
+		{aiSettings{Provider: providerOpenAI, BaseURL: s("http://[FD00::1]:11434/v1")}, "http://[fd00::1]:11434"},
+		{aiSettings{Provider: providerAnthropic, BaseURL: s("http://127.0.0.1:8080/proxy")}, "http://127.0.0.1:8080"},
 	} {
 		if got := aiOrigin(c.cfg); got != c.want {
 			t.Errorf("%s %v: %q, want %q", c.cfg.Provider, valueOr(c.cfg.BaseURL, "null"), got, c.want)
