@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddyaccounts/gateway/fastapi"
+	"github.com/caddyaccounts/gateway/settings"
 )
 
 // Security events written to the audit log.
@@ -27,8 +28,8 @@ const (
 	EventPasswordChange   = "password.change"
 	EventUserRoleChange   = "user.role_change"
 	EventUserActiveChange = "user.active_change"
-	EventSettingsChange   = "settings.change"
-	EventSettingsAITest   = "settings.ai_test"
+	EventSettingsChange   = settings.EventChange
+	EventSettingsAITest   = settings.EventAITest
 )
 
 // AuditEvent is one row of the audit log, as GET /api/admin/audit shows

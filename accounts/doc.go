@@ -1,6 +1,6 @@
 // Package accounts is the account domain of the gateway: users, profiles,
-// passwords, tokens and settings, and the plain net/http handlers of the
-// JSON API. It knows nothing of Caddy; the caddymodule package wires it in.
+// passwords and tokens, and the plain net/http handlers of the JSON API.
+// It knows nothing of Caddy; the caddymodule package wires it in.
 //
 // The files are named by what they do: register.go, login.go,
 // session_routes.go (refresh, logout, the caller's sessions), users.go,
@@ -9,7 +9,8 @@
 // signed-in request, with cache.go and notify.go keeping it off the
 // database; sessions.go, tokens.go, keys.go, passwords.go,
 // legacyhash.go, ratelimit.go, email.go and cookies.go are the rules
-// beneath them. The FastAPI wire format is package fastapi.
+// beneath them. The FastAPI wire format is package fastapi; the feature
+// services' settings, whose routes router.go serves, are package settings.
 //
 // # Sessions
 //

@@ -311,7 +311,7 @@ func TestOpenAPIRoutes(t *testing.T) {
 
 	// Every registered route answers through the handler: neither the
 	// mux's 404 nor its 405.
-	e := newTestEnv(t, func(c *Config) { c.SettingsDir = t.TempDir() })
+	e := newTestEnv(t, func(c *Config) { c.Settings.Dir = t.TempDir() })
 	for r := range registered {
 		method, path, _ := strings.Cut(r, " ")
 		path = pathParam.ReplaceAllString(path, "00000000-0000-4000-8000-000000000000")
@@ -536,12 +536,12 @@ func (h *oaHarness) do(c oaCall) *response {
 func TestOpenAPIRealResponses(t *testing.T) {
 	settingsDir := filepath.Join(t.TempDir(), "settings")
 	e := newTestEnv(t, func(c *Config) {
-		c.SettingsDir = settingsDir
+		c.Settings.Dir = settingsDir
 		c.RateLimit.IPRequests = 1 << 20
 		c.RateLimit.LoginFailures = 3
 		c.Sessions.RefreshTokenInBody = true
 		// The stub provider is on loopback.
-		c.AITestAllow = loopbackAllowed
+		c.Settings.AITestAllow = loopbackAllowed
 	})
 	v, templates := newOpenAPIValidator(t)
 	h := &oaHarness{t: t, env: e, v: v, templates: templates, covered: map[string]map[int]bool{}}
@@ -702,11 +702,11 @@ func TestOpenAPIRealResponses(t *testing.T) {
 	h.do(oaCall{method: "POST", path: "/api/settings/ai/test", token: adminToken, body: map[string]any{"base_url": "https://llm.example.com/v1"}, status: 422}) // the stored key, another origin
 	h.do(oaCall{method: "POST", path: "/api/settings/ai/test", token: userToken, status: 403})
 	// A corrupt ai.json: 503 until it is fixed.
-	if err := os.WriteFile(filepath.Join(settingsDir, aiSettingsName), []byte("{"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(settingsDir, "ai.json"), []byte("{"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	h.do(oaCall{method: "GET", path: "/api/settings/ai", token: adminToken, status: 503})
-	if err := os.Remove(filepath.Join(settingsDir, aiSettingsName)); err != nil {
+	if err := os.Remove(filepath.Join(settingsDir, "ai.json")); err != nil {
 		t.Fatal(err)
 	}
 	h.do(oaCall{method: "GET", path: "/api/settings/documents/limits", token: userToken, status: 200})
@@ -900,7 +900,7 @@ func TestOpenAPIRealResponses(t *testing.T) {
 	}
 
 	// ---- the database down: 503 ----
-	dead := newTestEnv(t, func(c *Config) { c.SettingsDir = t.TempDir() })
+	dead := newTestEnv(t, func(c *Config) { c.Settings.Dir = t.TempDir() })
 	dh := &oaHarness{t: t, env: dead, v: v, templates: templates, covered: h.covered}
 	_, deadAdmin := dead.admin("dead@example.com")
 	dead.db.Close()

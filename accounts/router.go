@@ -52,12 +52,12 @@ func (s *Service) Handler() http.Handler {
 	handle("PATCH /api/admin/users/{id}", s.withPrincipal(RoleAdmin, s.handlePatchUser))
 	handle("GET /api/admin/audit", s.withPrincipal(RoleAdmin, s.handleListAuditEvents))
 
-	// Settings of the feature services.
-	handle("GET /api/settings/ai", s.withPrincipal(RoleAdmin, s.handleGetAISettings))
-	handle("PATCH /api/settings/ai", s.withPrincipal(RoleAdmin, s.handlePatchAISettings))
-	handle("POST /api/settings/ai/test", s.withPrincipal(RoleAdmin, s.handleTestAI))
-	authed("GET /api/settings/documents/limits", s.handleGetDocumentLimits)
-	handle("PATCH /api/settings/documents/limits", s.withPrincipal(RoleAdmin, s.handlePatchDocumentLimits))
+	// Settings of the feature services (package settings).
+	handle("GET /api/settings/ai", s.withPrincipal(RoleAdmin, byID(s.settings.GetAI)))
+	handle("PATCH /api/settings/ai", s.withPrincipal(RoleAdmin, byID(s.settings.PatchAI)))
+	handle("POST /api/settings/ai/test", s.withPrincipal(RoleAdmin, byID(s.settings.TestAIConnection)))
+	authed("GET /api/settings/documents/limits", byID(s.settings.GetDocumentLimits))
+	handle("PATCH /api/settings/documents/limits", s.withPrincipal(RoleAdmin, byID(s.settings.PatchDocumentLimits)))
 
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		edge.StripIdentity(r.Header)
@@ -100,6 +100,12 @@ func (s *Service) WriteError(w http.ResponseWriter, r *http.Request, err error) 
 			zap.Int("status", status), zap.Error(err))
 	}
 	fastapi.WriteError(w, err)
+}
+
+// byID adapts a handler that takes the caller's user id (those of package
+// settings) to an authedFunc.
+func byID(f func(w http.ResponseWriter, r *http.Request, actorID string) error) authedFunc {
+	return func(w http.ResponseWriter, r *http.Request, p *Principal) error { return f(w, r, p.User.ID) }
 }
 
 // withPrincipal authenticates the request, checks role (if any) against

@@ -10,6 +10,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
+
+	"github.com/caddyaccounts/gateway/settings"
 )
 
 // Defaults of Config.
@@ -42,21 +44,15 @@ type Config struct {
 	HashConcurrency int
 	// TokenCacheSize bounds the cache of verified tokens (default 50000).
 	TokenCacheSize int
-	// SettingsDir is the directory of the settings files ai.json and
-	// documents.json that the feature services read (format: settings.go).
-	// Default: DefaultSettingsDir, "settings" relative to the working
-	// directory; it is created (0750) on the first write.
-	SettingsDir string
+	// Settings holds the options of the feature services' settings:
+	// their directory, and the networks the AI connection test may reach
+	// (package settings).
+	Settings settings.Config
 	// RateLimit holds the limits of /api/auth/* (ratelimit.go).
 	RateLimit RateLimitConfig
 	// Sessions holds the refresh sessions' and cookies' options
 	// (sessions.go, cookies.go).
 	Sessions SessionConfig
-	// AITestAllow are networks ("127.0.0.1/32", a CIDR or one address)
-	// that POST /api/settings/ai/test may connect to although its policy
-	// refuses them (loopback, link-local, ...: settings_ai_dial.go).
-	// Default: none.
-	AITestAllow []string
 }
 
 func (c *Config) setDefaults() {
@@ -93,8 +89,8 @@ type Service struct {
 	// crossOrigin refuses cross-origin unsafe requests that a cookie
 	// authenticates (cookies.go).
 	crossOrigin *http.CrossOriginProtection
-	// settings holds the settings files (settings.go).
-	settings *settingsStore
+	// settings holds the settings files and serves their routes.
+	settings *settings.Settings
 }
 
 // New returns a Service using pool for storage and keys for tokens. A nil
@@ -131,12 +127,6 @@ func New(pool *pgxpool.Pool, keys *KeySet, cfg Config, log *zap.Logger) (*Servic
 	if err != nil {
 		return nil, fmt.Errorf("accounts: %w", err)
 	}
-	aiPolicy, err := newAIDestinationPolicy(cfg.AITestAllow)
-	if err != nil {
-		return nil, fmt.Errorf("accounts: %w", err)
-	}
-	settings := newSettingsStore(cfg.SettingsDir)
-	settings.aiTransport = newAITransport(aiPolicy)
 	tokens := NewTokenIssuer(keys, cfg.Issuer, cfg.TokenLifetime, cfg.Leeway)
 	if cfg.AcceptTokensWithoutIssuer {
 		tokens.AcceptMissingIssuer()
@@ -144,7 +134,7 @@ func New(pool *pgxpool.Pool, keys *KeySet, cfg Config, log *zap.Logger) (*Servic
 	if cfg.Audience != "" {
 		tokens.RequireAudience(cfg.Audience)
 	}
-	return &Service{
+	s := &Service{
 		db:     pool,
 		tokens: tokens,
 		hasher: hasher,
@@ -155,10 +145,20 @@ func New(pool *pgxpool.Pool, keys *KeySet, cfg Config, log *zap.Logger) (*Servic
 		limiter: limiter,
 		// Sessions: cookies.go.
 		crossOrigin: crossOrigin,
-		// Settings: settings.go.
-		settings: settings,
-	}, nil
+	}
+	// The settings audit their changes and connection tests here.
+	audit := func(r *http.Request, event, actorID string, details map[string]any) {
+		s.audit(r, event, actorID, "", details)
+	}
+	if s.settings, err = settings.New(cfg.Settings, audit, log); err != nil {
+		return nil, fmt.Errorf("accounts: %w", err)
+	}
+	return s, nil
 }
+
+// Settings returns the feature services' settings, whose routes the
+// service serves.
+func (s *Service) Settings() *settings.Settings { return s.settings }
 
 // Tokens returns the service's token issuer.
 func (s *Service) Tokens() *TokenIssuer { return s.tokens }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/caddyaccounts/gateway/accounts"
 	"github.com/caddyaccounts/gateway/migrations"
+	"github.com/caddyaccounts/gateway/settings"
 )
 
 func init() {
@@ -96,7 +97,8 @@ type App struct {
 	HashConcurrency int `json:"hash_concurrency,omitempty"`
 
 	// Directory of the settings files (ai.json, documents.json) that the
-	// feature services read. Default: $SETTINGS_DIR, else ./settings.
+	// feature services read. Default: $SETTINGS_DIR, else ./settings
+	// (settings.DefaultDir).
 	SettingsDir string `json:"settings_dir,omitempty"`
 
 	// Networks that the AI provider connection test (POST
@@ -271,9 +273,6 @@ func (a *App) resolve() error {
 	fill(&a.DatabaseURL, envDatabaseURL)
 	fill(&a.SettingsDir, envSettingsDir)
 	fill(&a.Audience, envAudience)
-	if a.SettingsDir == "" {
-		a.SettingsDir = "settings"
-	}
 	// Key options fall back to the environment only as a group, so that a
 	// config naming its own key file is not mixed with a stray variable.
 	fill(&a.PrivateKey, "")
@@ -364,8 +363,7 @@ func (a *App) serviceConfig() accounts.Config {
 		Audience:                  a.Audience,
 		AcceptTokensWithoutIssuer: a.AcceptTokensWithoutIssuer,
 		HashConcurrency:           a.HashConcurrency,
-		SettingsDir:               a.SettingsDir,
-		AITestAllow:               a.AITestAllow,
+		Settings:                  settings.Config{Dir: a.SettingsDir, AITestAllow: a.AITestAllow},
 	}
 	if a.Argon2 != nil {
 		cfg.Argon2 = *a.Argon2

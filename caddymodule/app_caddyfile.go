@@ -9,6 +9,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 
 	"github.com/caddyaccounts/gateway/accounts"
+	"github.com/caddyaccounts/gateway/settings"
 )
 
 func init() {
@@ -115,7 +116,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			for _, arg := range args {
-				if _, err := accounts.ParseAITestNetwork(arg); err != nil {
+				if _, err := settings.ParseAITestNetwork(arg); err != nil {
 					return d.Err(err.Error())
 				}
 			}

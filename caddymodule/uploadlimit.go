@@ -1,8 +1,6 @@
 package caddymodule
 
 import (
-	"bytes"
-	"io"
 	"net/http"
 	"strings"
 
@@ -34,7 +32,7 @@ func init() {
 //   - A declared Content-Length is judged at once, without reading the
 //     body; a client that sent "Expect: 100-continue" gets the 413 instead
 //     of "100 Continue" and never sends the body (the connection is then
-//     closed: see refuse).
+//     closed: see refuseUnread).
 //   - A body of unknown length (chunked, or HTTP/2 and HTTP/3 without
 //     Content-Length) is first spooled to a temporary file in the system's
 //     temp directory ($TMPDIR, else /tmp), as nginx does; the file is
@@ -75,15 +73,7 @@ func (h *UploadLimitHandler) Provision(ctx caddy.Context) error {
 // ServeHTTP passes the request on to next unless its body is over the
 // limit.
 func (h *UploadLimitHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	if !hasBody(r) {
-		return next.ServeHTTP(w, r)
-	}
-	limit, err := h.service.MaxUploadBytes()
-	if err != nil {
-		refuseUnread(h.service, w, r, err)
-		return nil
-	}
-	limited, err := accounts.LimitBody(r, limit)
+	limited, err := h.service.Settings().LimitUpload(r)
 	if err != nil {
 		refuseUnread(h.service, w, r, err)
 		return nil
@@ -101,44 +91,6 @@ func (h *UploadLimitHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, n
 func expectsContinue(r *http.Request) bool {
 	return strings.EqualFold(strings.TrimSpace(r.Header.Get("Expect")), "100-continue")
 }
-
-// hasBody reports whether r has a body to check. A body of unknown length
-// is read ahead by one byte: one that ends at once (HTTP/3 clients send a
-// GET that way) is marked empty, with ContentLength 0, and is not spooled.
-func hasBody(r *http.Request) bool {
-	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
-		return false
-	}
-	if r.ContentLength > 0 {
-		return true
-	}
-	var b [1]byte
-	n, err := io.ReadFull(r.Body, b[:])
-	switch {
-	case n == 1:
-		r.Body = peekedBody{io.MultiReader(bytes.NewReader(b[:]), r.Body), r.Body}
-		return true
-	case err == io.EOF:
-		r.ContentLength = 0
-		return false
-	default:
-		// The read failed: LimitBody gets the same error and answers 400.
-		r.Body = peekedBody{failedRead{err}, r.Body}
-		return true
-	}
-}
-
-// peekedBody is a request body whose start was read ahead: Reader gives
-// it again, then the rest; Closer is the original body.
-type peekedBody struct {
-	io.Reader
-	io.Closer
-}
-
-// failedRead is a reader that gives err.
-type failedRead struct{ err error }
-
-func (f failedRead) Read([]byte) (int, error) { return 0, f.err }
 
 // parseUploadLimit parses the accounts_upload_limit directive, which takes
 // no arguments:

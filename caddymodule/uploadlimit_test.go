@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/caddyaccounts/gateway/accounts"
+	"github.com/caddyaccounts/gateway/settings"
 )
 
 func TestUploadLimitDirective(t *testing.T) {
@@ -63,7 +64,7 @@ func uploadLimitHandler(t *testing.T) (*UploadLimitHandler, string) {
 	}
 	t.Cleanup(pool.Close)
 	dir := t.TempDir()
-	svc, err := accounts.New(pool, nil, accounts.Config{SettingsDir: dir}, nil)
+	svc, err := accounts.New(pool, nil, accounts.Config{Settings: settings.Config{Dir: dir}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package accounts
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/caddyaccounts/gateway/settings"
 )
 
 // providerStub is a fake AI provider on loopback that records what it got.
@@ -73,20 +76,27 @@ func answerJSON(status int, body string) http.HandlerFunc {
 var loopbackAllowed = []string{"127.0.0.0/8", "::1/128"}
 
 // aiTestEnv is a settings env with an admin and the stored AI settings,
-// whose connection test may reach loopback.
-func aiTestEnv(t *testing.T, settings map[string]any) (*testEnv, string, string) {
+// whose connection test may reach loopback; opts change the settings'
+// options.
+func aiTestEnv(t *testing.T, stored map[string]any, opts ...func(*settings.Config)) (*testEnv, string, string) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "settings")
-	e := newTestEnv(t, func(c *Config) { c.SettingsDir = dir; c.AITestAllow = loopbackAllowed })
-	return aiTestEnvWith(t, e, dir, settings)
+	e := newTestEnv(t, func(c *Config) {
+		c.Settings.Dir = dir
+		c.Settings.AITestAllow = loopbackAllowed
+		for _, opt := range opts {
+			opt(&c.Settings)
+		}
+	})
+	return aiTestEnvWith(t, e, dir, stored)
 }
 
-// aiTestEnvWith stores settings in e as a new admin.
-func aiTestEnvWith(t *testing.T, e *testEnv, dir string, settings map[string]any) (*testEnv, string, string) {
+// aiTestEnvWith stores the AI settings in e as a new admin.
+func aiTestEnvWith(t *testing.T, e *testEnv, dir string, stored map[string]any) (*testEnv, string, string) {
 	t.Helper()
 	_, token := e.admin("root@example.com")
-	if settings != nil {
-		if r := e.do("PATCH", "/api/settings/ai", token, settings); r.Status != 200 {
+	if stored != nil {
+		if r := e.do("PATCH", "/api/settings/ai", token, stored); r.Status != 200 {
 			t.Fatalf("storing the settings: %d %s", r.Status, r.Body)
 		}
 	}
@@ -107,6 +117,11 @@ func testAIRoute(t *testing.T, e *testEnv, token string, body any, keys ...strin
 }
 
 const openAIKey = "sk-proj-Abc123Def456Ghi789Jkl0"
+
+// msgStoredKeyOrigin is the 422 message of a test that would send the
+// stored key to another origin.
+const msgStoredKeyOrigin = "The stored API key is only sent to the stored base URL's scheme, host and port; " +
+	"to test another one, send its key in api_key"
 
 func TestAIConnectionTestOpenAI(t *testing.T) {
 	stub := newProviderStub(t, answerJSON(200, `{"id":"chatcmpl-1","choices":[{"message":{"role":"assistant","content":"p"}}]}`))
@@ -289,8 +304,8 @@ func TestAIConnectionTestTimeout(t *testing.T) {
 		case <-time.After(10 * time.Second):
 		}
 	})
-	e, _, token := aiTestEnv(t, map[string]any{"base_url": stub.srv.URL, "api_key": openAIKey})
-	e.svc.settings.aiTestTimeout = 300 * time.Millisecond
+	e, _, token := aiTestEnv(t, map[string]any{"base_url": stub.srv.URL, "api_key": openAIKey},
+		func(c *settings.Config) { c.AITestTimeout = 300 * time.Millisecond })
 	start := time.Now()
 	r := testAIRoute(t, e, token, nil, openAIKey)
 	if elapsed := time.Since(start); elapsed > 5*time.Second {
@@ -300,8 +315,8 @@ func TestAIConnectionTestTimeout(t *testing.T) {
 	if latency := r.JSON(t).(map[string]any)["latency_ms"].(float64); latency < 300 {
 		t.Errorf("latency_ms = %v, want at least the timeout", latency)
 	}
-	if defaultAITestTimeout.String() != "15s" {
-		t.Errorf("default timeout %v, want 15s (\"Timed out after 15s\")", defaultAITestTimeout)
+	if settings.DefaultAITestTimeout.String() != "15s" {
+		t.Errorf("default timeout %v, want 15s (\"Timed out after 15s\")", settings.DefaultAITestTimeout)
 	}
 	assertNoSecretInLogs(t, e, openAIKey)
 }
@@ -366,20 +381,153 @@ func TestAIConnectionTestRedirects(t *testing.T) {
 	jsonEqual(t, "redirected body", last.Body, `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"ping"}],"max_tokens":1}`)
 }
 
-func TestScrubSecret(t *testing.T) {
-	const key = "sk-abcdefghijklmnop"
-	for in, want := range map[string]string{
-		"key " + key + " refused":   "key **** refused",
-		"prefix sk-abcdefgh***mnop": "prefix ****",
-		`"sk-abcdefgh..."`:          `"****"`,
-		"nothing secret here":       "nothing secret here",
-		"abcdefg is only 7":         "abcdefg is only 7",
+// TestAIConnectionTestDestinationRefused: by default the test does not
+// connect to loopback, whatever name or form the address has; the stub
+// there accepts no connection at all.
+func TestAIConnectionTestDestinationRefused(t *testing.T) {
+	stub := newProviderStub(t, answerJSON(200, `{}`))
+	dir := filepath.Join(t.TempDir(), "settings")
+	e, _, token := aiTestEnvWith(t, newTestEnv(t, func(c *Config) { c.Settings.Dir = dir }), dir,
+		map[string]any{"model": "gpt-test", "base_url": stub.srv.URL + "/v1", "api_key": openAIKey})
+	port := stub.srv.Listener.Addr().(*net.TCPAddr).Port
+
+	r := testAIRoute(t, e, token, nil, openAIKey)
+	jsonEqual(t, "stored settings", r.Body,
+		`{"ok":false,"status_code":null,"model":"gpt-test","message":"Destination not allowed: 127.0.0.1 is a loopback address"}`, "latency_ms")
+	for host, message := range map[string]string{
+		"localhost":          "Destination not allowed: localhost resolves to a loopback address",
+		"LocalHost":          "Destination not allowed: LocalHost resolves to a loopback address",
+		"[::1]":              "Destination not allowed: ::1 is a loopback address",
+		"[::ffff:127.0.0.1]": "Destination not allowed: ::ffff:127.0.0.1 is a loopback address",
+		"0.0.0.0":            "Destination not allowed: 0.0.0.0 is an unspecified address",
 	} {
-		if got := scrubSecret(in, key); got != want {
-			t.Errorf("scrub(%q) = %q, want %q", in, got, want)
+		base := fmt.Sprintf("http://%s:%d/v1", host, port)
+		r := testAIRoute(t, e, token, map[string]any{"base_url": base, "api_key": "sk-other-key-0123456789"}, openAIKey, "sk-other-key-0123456789")
+		jsonEqual(t, base, r.Body, fmt.Sprintf(`{"ok":false,"status_code":null,"model":"gpt-test","message":%q}`, message), "latency_ms")
+	}
+	if n := stub.conns.Load(); n != 0 || len(stub.got()) != 0 {
+		t.Fatalf("the stub on loopback got %d connections", n)
+	}
+	assertNoSecretInLogs(t, e, openAIKey, "sk-other-key-0123456789")
+}
+
+// TestAIConnectionTestStoredKeyOrigin: the stored key goes only to the
+// stored base URL's origin; another one needs its key in the body.
+func TestAIConnectionTestStoredKeyOrigin(t *testing.T) {
+	const otherKey = "sk-other-provider-key-42424242"
+	stored := newProviderStub(t, answerJSON(200, `{}`))
+	other := newProviderStub(t, answerJSON(200, `{}`))
+	e, _, token := aiTestEnv(t, map[string]any{"model": "gpt-test", "base_url": stored.srv.URL + "/v1", "api_key": openAIKey})
+	refused := `[{"type":"value_error","loc":["body","api_key"],"msg":"Value error, ` + msgStoredKeyOrigin + `"}]`
+	ok := `{"ok":true,"status_code":200,"model":"gpt-test","message":"Connection OK"}`
+	for _, c := range []struct {
+		name string
+		body any
+		want string // the result, or the 422 detail
+	}{
+		{"the stored settings", nil, ok},
+		{"another path of the stored origin", map[string]any{"base_url": stored.srv.URL + "/other/"}, ok},
+		{"the stored origin, upper case", map[string]any{"base_url": strings.ToUpper(stored.srv.URL) + "/v1"}, ok},
+		{"the mask to the stored origin", map[string]any{"api_key": "****Jkl0"}, ok},
+		{"another origin", map[string]any{"base_url": other.srv.URL}, refused},
+		{"another origin with the mask", map[string]any{"base_url": other.srv.URL, "api_key": "****Jkl0"}, refused},
+		{"another origin with a stale mask", map[string]any{"base_url": other.srv.URL, "api_key": "****"}, refused},
+		{"the same address by another name", map[string]any{"base_url": strings.Replace(stored.srv.URL, "127.0.0.1", "localhost", 1)}, refused},
+		{"the provider's default URL", map[string]any{"base_url": nil}, refused},
+		{"another provider's default URL", map[string]any{"provider": "anthropic", "base_url": ""}, refused},
+		{"another origin with its own key", map[string]any{"base_url": other.srv.URL, "api_key": otherKey}, ok},
+	} {
+		r := testAIRoute(t, e, token, c.body, openAIKey, otherKey)
+		if strings.HasPrefix(c.want, "[") {
+			if r.Status != 422 || r.Detail(t) != c.want {
+				t.Errorf("%s: %d %s", c.name, r.Status, r.Body)
+			}
+			continue
+		}
+		if r.Status != 200 {
+			t.Errorf("%s: %d %s", c.name, r.Status, r.Body)
+			continue
+		}
+		jsonEqual(t, c.name, r.Body, c.want, "latency_ms")
+	}
+	if reqs := stored.got(); len(reqs) != 4 {
+		t.Errorf("the stored origin got %d requests, want 4", len(reqs))
+	}
+	for _, req := range stored.got() {
+		if req.Header.Get("Authorization") != "Bearer "+openAIKey {
+			t.Errorf("the stored origin got %q", req.Header.Get("Authorization"))
 		}
 	}
-	if got := scrubSecret("short abc", "abc"); got != "short ****" {
-		t.Errorf("short key: %q", got)
+	reqs := other.got()
+	if n := other.conns.Load(); n != 1 || len(reqs) != 1 || reqs[0].Header.Get("Authorization") != "Bearer "+otherKey {
+		t.Fatalf("the other origin got %d connections, requests %+v", n, reqs)
+	}
+	assertNoSecretInLogs(t, e, openAIKey, otherKey)
+}
+
+// TestAIConnectionTestAudit: every test is audited, refused ones too,
+// without the key.
+func TestAIConnectionTestAudit(t *testing.T) {
+	stub := newProviderStub(t, answerJSON(401, `{"error":{"message":"bad key `+openAIKey+`"}}`))
+	e, _, token := aiTestEnv(t, map[string]any{"base_url": stub.srv.URL + "/v1", "api_key": openAIKey})
+	origin := stub.srv.URL
+	refusing := "http://" + refusingAddr(t)
+	const bodyKey = "sk-body-key-0987654321"
+	for _, body := range []any{
+		nil,
+		map[string]any{"base_url": "https://llm.example.com/v1"},
+		map[string]any{"base_url": refusing, "api_key": bodyKey},
+		map[string]any{"api_key": nil},
+	} {
+		testAIRoute(t, e, token, body, openAIKey, bodyKey)
+	}
+	// A 422 of the body's fields is no test.
+	testAIRoute(t, e, token, map[string]any{"temperature": 5})
+
+	rows, err := e.db.Query(context.Background(),
+		`SELECT a.details::text, u.email FROM audit_events a JOIN users u ON u.id = a.actor_id
+		 WHERE a.event = $1 ORDER BY a.id`, EventSettingsAITest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []string
+	for rows.Next() {
+		var details, email string
+		if err := rows.Scan(&details, &email); err != nil {
+			t.Fatal(err)
+		}
+		if email != "root@example.com" {
+			t.Errorf("actor %s", email)
+		}
+		for _, k := range []string{openAIKey, bodyKey, openAIKey[4:12]} {
+			if strings.Contains(details, k) {
+				t.Fatalf("the key is in the audit log: %s", details)
+			}
+		}
+		got = append(got, details)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		`{"key": "stored", "origin": "` + origin + `", "outcome": "provider_error", "provider": "openai", "status_code": 401}`,
+		`{"key": "stored", "origin": "https://llm.example.com", "outcome": "stored_key_origin_refused", "provider": "openai", "status_code": null}`,
+		`{"key": "body", "origin": "` + refusing + `", "outcome": "connection_failed", "provider": "openai", "status_code": null}`,
+		`{"key": "none", "origin": "` + origin + `", "outcome": "no_key", "provider": "openai", "status_code": null}`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("audit details:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	assertNoSecretInLogs(t, e, openAIKey, bodyKey)
+}
+
+// TestNewRefusesBadAITestAllow: a network of ai_test_allow that does not
+// parse stops the service from starting, naming the option.
+func TestNewRefusesBadAITestAllow(t *testing.T) {
+	cfg := Config{Argon2: fastArgon2, Settings: settings.Config{AITestAllow: []string{"127.0.0.1/33"}}}
+	if _, err := New(newTestEnv(t).db, nil, cfg, nil); err == nil ||
+		!strings.Contains(err.Error(), `ai_test_allow: "127.0.0.1/33"`) {
+		t.Errorf("New with a bad ai_test_allow: %v", err)
 	}
 }

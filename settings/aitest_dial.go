@@ -1,4 +1,4 @@
-package accounts
+package settings
 
 import (
 	"crypto/x509"
@@ -13,28 +13,8 @@ import (
 	"time"
 )
 
-// The destinations of the provider connection test (POST
-// /api/settings/ai/test). An admin chooses its URL, so the gateway must
-// not become a way into itself or its host: the test's connections are
-// checked when they are dialled, after DNS resolution (a name that
-// resolves, or later re-resolves, to a refused address is caught too),
-// against these rules:
-//
-//   - refused: loopback (127.0.0.0/8, ::1), unspecified and "this
-//     network" (0.0.0.0/8, ::), link-local (169.254.0.0/16, fe80::/10:
-//     the cloud metadata service at 169.254.169.254), multicast
-//     (224.0.0.0/4, ff00::/8), the broadcast address 255.255.255.255 and
-//     the cloud metadata addresses outside those (fd00:ec2::254,
-//     100.100.100.200); IPv4-mapped IPv6 (::ffff:a.b.c.d) and NAT64
-//     (64:ff9b::/96) forms of these too;
-//   - allowed: everything else, private networks included (10.0.0.0/8,
-//     172.16.0.0/12, 192.168.0.0/16, fc00::/7: a self-hosted model server
-//     next to the gateway is a real use);
-//   - the networks of Config.AITestAllow are allowed whatever the rules
-//     above say (127.0.0.1/32 for a model server on the gateway's host).
-//
-// The test never uses a proxy from the environment (HTTP_PROXY), which
-// would dial on the gateway's behalf unchecked.
+// The destinations of the connection test: the policy of the package
+// doc, checked by the dialer on every connection attempt.
 
 var (
 	// nat64Prefix is the well-known NAT64 prefix (RFC 6052): its last 32

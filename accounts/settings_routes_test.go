@@ -9,14 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"sort"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/caddyaccounts/gateway/fastapi"
+	"github.com/caddyaccounts/gateway/internal/testcheck"
 )
 
 // newSettingsEnv is a testEnv whose settings directory is dir/settings,
@@ -24,7 +21,7 @@ import (
 func newSettingsEnv(t *testing.T) (*testEnv, string) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "settings")
-	return newTestEnv(t, func(c *Config) { c.SettingsDir = dir }), dir
+	return newTestEnv(t, func(c *Config) { c.Settings.Dir = dir }), dir
 }
 
 // jsonEqual fails unless got is the JSON value want, ignoring the fields
@@ -51,20 +48,6 @@ func jsonEqual(t *testing.T, what string, got []byte, want string, skip ...strin
 	}
 }
 
-// fileJSON reads a settings file as a JSON object.
-func fileJSON(t *testing.T, path string) map[string]any {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(data, &m); err != nil {
-		t.Fatalf("%s is not a JSON object: %v\n%s", path, err, data)
-	}
-	return m
-}
-
 // fileMode returns the permission bits of path.
 func fileMode(t *testing.T, path string) os.FileMode {
 	t.Helper()
@@ -89,14 +72,7 @@ func recentTime(t *testing.T, what string, v any) time.Time {
 // assertNoSecretInLogs fails if any log line holds one of the secrets.
 func assertNoSecretInLogs(t *testing.T, e *testEnv, secrets ...string) {
 	t.Helper()
-	for _, line := range e.logs.All() {
-		text := line.Message + " " + fmt.Sprint(line.ContextMap())
-		for _, s := range secrets {
-			if strings.Contains(text, s) {
-				t.Fatalf("a secret is in the log: %s", text)
-			}
-		}
-	}
+	testcheck.NoSecretInLogs(t, e.logs, secrets...)
 }
 
 const defaultAIJSON = `{"provider":"openai","model":"gpt-4o-mini","base_url":null,"api_key":null,` +
@@ -137,7 +113,7 @@ func TestAISettingsPatch(t *testing.T) {
 
 	// The file: every field, the key in clear (trimmed), mode 0600, in a
 	// directory created 0750, and nothing else left behind.
-	onDisk := fileJSON(t, path)
+	onDisk := testcheck.JSONFile(t, path)
 	recentTime(t, "file updated_at", onDisk["updated_at"])
 	delete(onDisk, "updated_at")
 	want := map[string]any{"provider": "anthropic", "model": "claude-test", "base_url": "https://llm.example.com/api",
@@ -151,7 +127,7 @@ func TestAISettingsPatch(t *testing.T) {
 	if m := fileMode(t, dir); m != 0o750 {
 		t.Errorf("settings directory mode %v, want 0750", m)
 	}
-	assertDirHolds(t, dir, ".ai.json.lock", "ai.json")
+	testcheck.DirHolds(t, dir, ".ai.json.lock", "ai.json")
 
 	get := e.do("GET", "/api/settings/ai", token, nil)
 	if get.Status != 200 || !bytes.Equal(get.Body, r.Body) {
@@ -162,14 +138,14 @@ func TestAISettingsPatch(t *testing.T) {
 	r = e.do("PATCH", "/api/settings/ai", token, map[string]any{"model": "claude-2"})
 	jsonEqual(t, "model only", r.Body, `{"provider":"anthropic","model":"claude-2","base_url":"https://llm.example.com/api",`+
 		`"api_key":"****WXYZ","api_key_set":true,"temperature":1.25,"max_tokens":4096}`, "updated_at")
-	if fileJSON(t, path)["api_key"] != key {
+	if testcheck.JSONFile(t, path)["api_key"] != key {
 		t.Fatal("a PATCH without api_key changed the key")
 	}
 
 	// The mask sent back keeps the key; a PATCH that changes nothing
 	// does not write.
 	before, _ := os.ReadFile(path)
-	beforeUpdated := fileJSON(t, path)["updated_at"]
+	beforeUpdated := testcheck.JSONFile(t, path)["updated_at"]
 	for _, mask := range []string{"****WXYZ", "****"} {
 		r = e.do("PATCH", "/api/settings/ai", token, map[string]any{"api_key": mask, "model": "claude-2"})
 		if r.Status != 200 || r.JSON(t).(map[string]any)["api_key"] != "****WXYZ" || r.JSON(t).(map[string]any)["updated_at"] != beforeUpdated {
@@ -186,7 +162,7 @@ func TestAISettingsPatch(t *testing.T) {
 	if got := r.JSON(t).(map[string]any); r.Status != 200 || got["api_key"] != "****9876" || got["api_key_set"] != true {
 		t.Fatalf("replace: %d %s", r.Status, r.Body)
 	}
-	if fileJSON(t, path)["api_key"] != key2 {
+	if testcheck.JSONFile(t, path)["api_key"] != key2 {
 		t.Fatal("the key was not replaced on disk")
 	}
 	if ts := recentTime(t, "updated_at", r.JSON(t).(map[string]any)["updated_at"]); ts.Before(updated) {
@@ -199,7 +175,7 @@ func TestAISettingsPatch(t *testing.T) {
 		r = e.do("PATCH", "/api/settings/ai", token, map[string]any{"api_key": empty, "base_url": empty})
 		jsonEqual(t, fmt.Sprintf("clear with %q", empty), r.Body, `{"provider":"anthropic","model":"claude-2","base_url":null,`+
 			`"api_key":null,"api_key_set":false,"temperature":1.25,"max_tokens":4096}`, "updated_at")
-		if f := fileJSON(t, path); f["api_key"] != nil || f["base_url"] != nil {
+		if f := testcheck.JSONFile(t, path); f["api_key"] != nil || f["base_url"] != nil {
 			t.Fatalf("cleared fields on disk: %v", f)
 		}
 	}
@@ -210,7 +186,7 @@ func TestAISettingsPatch(t *testing.T) {
 		t.Fatalf("short key: %s", r.Body)
 	}
 	r = e.do("PATCH", "/api/settings/ai", token, map[string]any{"api_key": "****", "temperature": 0})
-	if got := r.JSON(t).(map[string]any); got["api_key"] != "****" || got["temperature"] != float64(0) || fileJSON(t, path)["api_key"] != "short-key" {
+	if got := r.JSON(t).(map[string]any); got["api_key"] != "****" || got["temperature"] != float64(0) || testcheck.JSONFile(t, path)["api_key"] != "short-key" {
 		t.Fatalf("short key kept by its mask: %s", r.Body)
 	}
 
@@ -229,43 +205,6 @@ func TestAISettingsPatch(t *testing.T) {
 		}
 	}
 	assertNoSecretInLogs(t, e, key, key2, "short-key", "sk-again")
-}
-
-// assertDirHolds fails unless dir holds exactly the named entries.
-func assertDirHolds(t *testing.T, dir string, names ...string) {
-	t.Helper()
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, e := range entries {
-		got = append(got, e.Name())
-	}
-	sort.Strings(got)
-	sort.Strings(names)
-	if !reflect.DeepEqual(got, names) {
-		t.Fatalf("%s holds %v, want %v", dir, got, names)
-	}
-}
-
-func TestMaskAIKey(t *testing.T) {
-	str := func(s string) *string { return &s }
-	for key, want := range map[string]string{
-		"a":               "****",
-		"abcd":            "****",
-		"abcdefghijk":     "****", // 11 characters
-		"abcdefghijkl":    "****ijkl",
-		"sk-proj-xyz9876": "****9876",
-		"ééééééééééé1234": "****1234",
-	} {
-		if got := maskAIKey(str(key)); got == nil || *got != want {
-			t.Errorf("mask of %q = %v, want %q", key, got, want)
-		}
-	}
-	if maskAIKey(nil) != nil {
-		t.Error("no key has a mask")
-	}
 }
 
 func TestAISettingsRefusesBadInput(t *testing.T) {
@@ -396,7 +335,7 @@ func TestDocumentLimits(t *testing.T) {
 	_, user := e.user("user@example.com")
 	path := filepath.Join(dir, "documents.json")
 
-	if n, err := e.svc.MaxUploadBytes(); n != 25<<20 || err != nil {
+	if n, err := e.svc.Settings().MaxUploadBytes(); n != 25<<20 || err != nil {
 		t.Fatalf("default MaxUploadBytes = %d, %v", n, err)
 	}
 	r := e.do("PATCH", "/api/settings/documents/limits", admin, map[string]any{"max_pdf_size_mb": 100})
@@ -406,10 +345,10 @@ func TestDocumentLimits(t *testing.T) {
 	if r := e.do("GET", "/api/settings/documents/limits", user, nil); r.Status != 200 || string(r.Body) != `{"max_pdf_size_mb":100}` {
 		t.Fatalf("GET after PATCH: %d %s", r.Status, r.Body)
 	}
-	if n, err := e.svc.MaxUploadBytes(); n != 100<<20 || err != nil {
+	if n, err := e.svc.Settings().MaxUploadBytes(); n != 100<<20 || err != nil {
 		t.Fatalf("MaxUploadBytes after PATCH = %d, %v", n, err)
 	}
-	f := fileJSON(t, path)
+	f := testcheck.JSONFile(t, path)
 	recentTime(t, "updated_at", f["updated_at"])
 	if f["max_pdf_size_mb"] != float64(100) || len(f) != 2 {
 		t.Fatalf("documents.json = %v", f)
@@ -456,53 +395,9 @@ func TestDocumentLimits(t *testing.T) {
 			t.Errorf("%s: got %d %s\nwant %d %s", tt.name, r.Status, r.Detail(t), tt.status, tt.detail)
 		}
 	}
-	if n, _ := e.svc.MaxUploadBytes(); n != 1024<<20 {
+	if n, _ := e.svc.Settings().MaxUploadBytes(); n != 1024<<20 {
 		t.Fatalf("refused PATCHes changed the limit: %d", n)
 	}
-}
-
-// TestMaxUploadBytesFollowsTheFile changes documents.json behind the
-// service's back, as another gateway process or an operator would: the
-// next call sees each change, without a reload.
-func TestMaxUploadBytesFollowsTheFile(t *testing.T) {
-	dir := t.TempDir()
-	svc := &Service{settings: newSettingsStore(dir)}
-	path := filepath.Join(dir, "documents.json")
-	check := func(what string, want int64, wantErr bool) {
-		t.Helper()
-		n, err := svc.MaxUploadBytes()
-		if n != want || (err != nil) != wantErr {
-			t.Fatalf("%s: MaxUploadBytes = %d, %v; want %d (error: %v)", what, n, err, want, wantErr)
-		}
-	}
-	check("no file", 25<<20, false)
-	if _, err := writeFileAtomic(dir, "documents.json", []byte(`{"max_pdf_size_mb": 7}`), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	check("replaced by another process", 7<<20, false)
-	check("unchanged (cached)", 7<<20, false)
-	// An edit in place, same inode: a different size or mtime is enough.
-	if err := os.WriteFile(path, []byte(`{"max_pdf_size_mb": 512}`), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	check("edited in place", 512<<20, false)
-	future := time.Now().Add(time.Hour)
-	if err := os.WriteFile(path, []byte(`{"max_pdf_size_mb": 513}`), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	_ = os.Chtimes(path, future, future)
-	check("edited in place, same size", 513<<20, false)
-	if err := os.WriteFile(path, []byte(`{"max_pdf_size_mb": "big"}`), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	_, err := svc.MaxUploadBytes()
-	if status, body, _ := fastapi.Status(err); status != 503 || body.(map[string]string)["detail"] != "Settings file documents.json is corrupt; fix or remove it" {
-		t.Fatalf("corrupt file: %d %v", status, body)
-	}
-	if err := os.Remove(path); err != nil {
-		t.Fatal(err)
-	}
-	check("removed", 25<<20, false)
 }
 
 // TestCorruptSettingsFiles: a broken file is reported with 503 and its
@@ -608,163 +503,4 @@ func TestSettingsTolerateHandEdits(t *testing.T) {
 	}
 	r := e.do("GET", "/api/settings/ai", admin, nil)
 	jsonEqual(t, "hand-edited file", r.Body, strings.Replace(defaultAIJSON, "gpt-4o-mini", "gpt-x", 1))
-}
-
-// TestConcurrentAISettingsPatches: 50 PATCHes at once, each changing a
-// field to its own value, while readers read the file and the API. No
-// reader sees a torn file or an error, the fields nobody changed keep
-// their values, and the final file is one of the written states.
-func TestConcurrentAISettingsPatches(t *testing.T) {
-	e, dir := newSettingsEnv(t)
-	_, token := e.admin("root@example.com")
-	path := filepath.Join(dir, "ai.json")
-	const key = "sk-concurrent-0123456789abcd"
-	if r := e.do("PATCH", "/api/settings/ai", token, map[string]any{"api_key": key, "base_url": "https://llm.example.com/v1", "max_tokens": 77}); r.Status != 200 {
-		t.Fatalf("setup: %d %s", r.Status, r.Body)
-	}
-
-	var stop atomic.Bool
-	var readers sync.WaitGroup
-	var reads, readErrs atomic.Int64
-	var firstErr atomic.Value
-	fail := func(err string) {
-		readErrs.Add(1)
-		firstErr.CompareAndSwap(nil, err)
-	}
-	readers.Add(2)
-	go func() { // the file, as a feature service reads it
-		defer readers.Done()
-		for !stop.Load() {
-			data, err := os.ReadFile(path)
-			var f aiSettings
-			if err != nil || json.Unmarshal(data, &f) != nil || f.check() != nil || f.APIKey == nil || *f.APIKey != key {
-				fail(fmt.Sprintf("torn or inconsistent file: %v %q", err, data))
-			}
-			reads.Add(1)
-		}
-	}()
-	go func() { // the API
-		defer readers.Done()
-		for !stop.Load() {
-			r := e.do("GET", "/api/settings/ai", token, nil)
-			if r.Status != 200 || !strings.Contains(string(r.Body), `"api_key":"****abcd"`) {
-				fail(fmt.Sprintf("GET during PATCHes: %d %s", r.Status, r.Body))
-			}
-		}
-	}()
-
-	models := map[string]bool{}
-	temps := map[float64]bool{}
-	var writers sync.WaitGroup
-	statuses := make(chan int, 50)
-	for i := range 50 {
-		var body map[string]any
-		if i%2 == 0 {
-			v := float64(i) / 50
-			temps[v] = true
-			body = map[string]any{"temperature": v}
-		} else {
-			v := fmt.Sprintf("model-%d", i)
-			models[v] = true
-			body = map[string]any{"model": v}
-		}
-		writers.Add(1)
-		go func() {
-			defer writers.Done()
-			statuses <- e.do("PATCH", "/api/settings/ai", token, body).Status
-		}()
-	}
-	writers.Wait()
-	stop.Store(true)
-	readers.Wait()
-	close(statuses)
-	for s := range statuses {
-		if s != 200 {
-			t.Errorf("a concurrent PATCH got %d", s)
-		}
-	}
-	if n := readErrs.Load(); n > 0 {
-		t.Fatalf("%d bad reads of %d; first: %v", n, reads.Load(), firstErr.Load())
-	}
-	f := fileJSON(t, path)
-	if !models[f["model"].(string)] || !temps[f["temperature"].(float64)] || f["api_key"] != key ||
-		f["base_url"] != "https://llm.example.com/v1" || f["max_tokens"] != float64(77) || f["provider"] != "openai" {
-		t.Fatalf("final ai.json is inconsistent: %v", f)
-	}
-	assertDirHolds(t, dir, ".ai.json.lock", "ai.json")
-	assertNoSecretInLogs(t, e, key)
-}
-
-// TestSettingsUpdatesSerializeAcrossProcesses: two stores on one
-// directory, as two gateway processes would be (each with its own mutex;
-// only the flock(2) on the lock file, which is per open file, serializes
-// them), make 60 read-modify-write increments at once: none is lost.
-func TestSettingsUpdatesSerializeAcrossProcesses(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "shared")
-	stores := []*settingsStore{newSettingsStore(dir), newSettingsStore(dir)}
-	var wg sync.WaitGroup
-	errs := make(chan error, 60)
-	for i := range 60 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, err := stores[i%2].ai.update(context.Background(), func(cur aiSettings) (aiSettings, bool) {
-				cur.MaxTokens++
-				// Widen the window in which an unserialized writer would
-				// read the same state.
-				time.Sleep(time.Millisecond)
-				return cur, true
-			})
-			errs <- err
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	for i, st := range stores {
-		a, err := st.ai.load()
-		if err != nil || a.MaxTokens != defaultAIMaxTokens+60 {
-			t.Fatalf("store %d reads max_tokens %d, %v; want %d", i, a.MaxTokens, err, defaultAIMaxTokens+60)
-		}
-	}
-}
-
-// TestSettingsLockWaitsForTheHolder: a writer waits for another
-// process's lock, and gives up with 503 when its request ends first.
-func TestSettingsLockWaitsForTheHolder(t *testing.T) {
-	dir := t.TempDir()
-	st := newSettingsStore(dir)
-	unlock, err := lockFile(context.Background(), filepath.Join(dir, ".documents.json.lock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	_, err = st.documents.update(ctx, func(cur documentsSettings) (documentsSettings, bool) {
-		cur.MaxPDFSizeMB = 3
-		return cur, true
-	})
-	if status, body, _ := fastapi.Status(err); status != 503 || body.(map[string]string)["detail"] != "Settings file documents.json could not be saved" {
-		t.Fatalf("update while locked: %d %v (%v)", status, body, err)
-	}
-	done := make(chan error)
-	go func() {
-		_, err := st.documents.update(context.Background(), func(cur documentsSettings) (documentsSettings, bool) {
-			cur.MaxPDFSizeMB = 4
-			return cur, true
-		})
-		done <- err
-	}()
-	time.Sleep(50 * time.Millisecond)
-	unlock()
-	if err := <-done; err != nil {
-		t.Fatalf("update after the lock was released: %v", err)
-	}
-	if d, _ := st.documents.load(); d.MaxPDFSizeMB != 4 {
-		t.Fatalf("max_pdf_size_mb = %d, want 4", d.MaxPDFSizeMB)
-	}
 }

@@ -1,4 +1,4 @@
-package accounts
+package settings
 
 import (
 	"bytes"
@@ -21,8 +21,8 @@ import (
 
 // The provider connection test: POST /api/settings/ai/test.
 const (
-	// defaultAITestTimeout bounds the whole test request (API.md: 15 s).
-	defaultAITestTimeout = 15 * time.Second
+	// DefaultAITestTimeout bounds the whole test request (API.md: 15 s).
+	DefaultAITestTimeout = 15 * time.Second
 	defaultOpenAIBaseURL = "https://api.openai.com/v1"
 	// defaultAnthropicBaseURL has no /v1: the path below adds it.
 	defaultAnthropicBaseURL = "https://api.anthropic.com"
@@ -83,43 +83,15 @@ const (
 const msgStoredKeyOrigin = "The stored API key is only sent to the stored base URL's scheme, host and port; " +
 	"to test another one, send its key in api_key"
 
-// handleTestAI serves POST /api/settings/ai/test (admin). The optional
-// body holds the fields of PATCH /api/settings/ai, merged onto the stored
-// settings for this test only (nothing is saved); an empty body, no body
-// or null tests the stored settings. It sends one minimal chat request
-// (one user message "ping", max_tokens 1) and answers 200 with the
-// outcome, whatever the provider said:
-//
-//   - OpenAI-compatible: POST {base_url}/chat/completions (default base
-//     https://api.openai.com/v1), "Authorization: Bearer <key>", body
-//     {"model", "messages": [{"role": "user", "content": "ping"}],
-//     "max_tokens": 1}.
-//   - Anthropic: POST {base_url}/v1/messages (default base
-//     https://api.anthropic.com), "x-api-key: <key>",
-//     "anthropic-version: 2023-06-01", body {"model", "max_tokens": 1,
-//     "messages": [...]}.
-//
-// The stored key is only ever sent to the origin (scheme, host, port) of
-// the stored base URL (or of the stored provider's default URL): a test
-// of another origin must bring its key in api_key, else 422 on
-// body.api_key and nothing is sent. The connection itself is subject to
-// aiDestinationPolicy (settings_ai_dial.go).
-//
-// Messages: "Connection OK" (2xx); "Provider answered <status>: <the
-// provider's error message, at most 200 characters>"; "Timed out after
-// 15s"; "Destination not allowed: <host> resolves to <a loopback
-// address...>"; "Connection failed: <reason>"; "No API key configured"
-// (nothing sent). The key is scrubbed from every provider text and error
-// before use, and is never in the response or a log line. Redirects are
-// followed only to the same scheme, host and port (at most 3); another
-// one is reported as the provider's answer, not followed. Every test
-// that passes validation is audited (settings.ai_test), without the key.
-func (s *Service) handleTestAI(w http.ResponseWriter, r *http.Request, p *Principal) error {
+// TestAIConnection serves POST /api/settings/ai/test: one minimal request
+// to the provider of the stored settings, or of the body's overrides (see
+// the package doc), answered with the outcome.
+func (s *Settings) TestAIConnection(w http.ResponseWriter, r *http.Request, actorID string) error {
 	patch, err := readOptionalAIPatch(w, r)
 	if err != nil {
 		return err
 	}
-	cur, err := s.settings.ai.load()
+	cur, err := s.ai.load()
 	if err != nil {
 		return err
 	}
@@ -128,32 +100,32 @@ func (s *Service) handleTestAI(w http.ResponseWriter, r *http.Request, p *Princi
 	origin := aiOrigin(cfg)
 	if keySource == aiKeyStored && (origin == "" || origin != aiOrigin(cur)) {
 		s.log.Warn("AI provider connection test refused: the stored key would go to another origin",
-			zap.String("origin", origin), zap.String("user_id", p.User.ID))
-		s.auditAITest(r, p, cfg.Provider, origin, keySource, aiTestResult{outcome: aiTestOutcomeKeyOrigin})
+			zap.String("origin", origin), zap.String("user_id", actorID))
+		s.auditAITest(r, actorID, cfg.Provider, origin, keySource, aiTestResult{outcome: aiTestOutcomeKeyOrigin})
 		var v fastapi.ValidationError
 		v.Add("value_error", fastapi.ValueErrorPrefix+msgStoredKeyOrigin, "body", "api_key")
 		return &v
 	}
-	res := s.settings.testAI(r.Context(), cfg)
+	res := s.testAI(r.Context(), cfg)
 	fields := []zap.Field{
 		zap.String("provider", cfg.Provider), zap.String("model", cfg.Model),
 		zap.String("origin", origin), zap.String("key", keySource),
 		zap.Bool("ok", res.OK), zap.String("outcome", res.outcome), zap.Int64("latency_ms", res.LatencyMS),
-		zap.String("user_id", p.User.ID),
+		zap.String("user_id", actorID),
 	}
 	if res.StatusCode != nil {
 		fields = append(fields, zap.Int("status_code", *res.StatusCode))
 	}
 	s.log.Info("AI provider connection test", fields...)
-	s.auditAITest(r, p, cfg.Provider, origin, keySource, res)
+	s.auditAITest(r, actorID, cfg.Provider, origin, keySource, res)
 	fastapi.WriteJSON(w, http.StatusOK, res)
 	return nil
 }
 
 // auditAITest records a connection test: who, to which origin, with
 // which key (where it came from, never the key) and the outcome.
-func (s *Service) auditAITest(r *http.Request, p *Principal, provider, origin, keySource string, res aiTestResult) {
-	s.audit(r, EventSettingsAITest, p.User.ID, "", map[string]any{
+func (s *Settings) auditAITest(r *http.Request, actorID, provider, origin, keySource string, res aiTestResult) {
+	s.audit(r, EventAITest, actorID, map[string]any{
 		"provider":    provider,
 		"origin":      origin,
 		"key":         keySource,
@@ -182,7 +154,7 @@ func aiTestKeySource(patch aiPatch, cfg aiSettings) string {
 // does not parse.
 func aiOrigin(cfg aiSettings) string {
 	def := defaultOpenAIBaseURL
-	if cfg.Provider == ProviderAnthropic {
+	if cfg.Provider == providerAnthropic {
 		def = defaultAnthropicBaseURL
 	}
 	u, err := url.Parse(valueOr(cfg.BaseURL, def))
@@ -226,7 +198,7 @@ func readOptionalAIPatch(w http.ResponseWriter, r *http.Request) (aiPatch, error
 }
 
 // testAI sends the test request for cfg and describes the outcome.
-func (st *settingsStore) testAI(ctx context.Context, cfg aiSettings) aiTestResult {
+func (s *Settings) testAI(ctx context.Context, cfg aiSettings) aiTestResult {
 	res := aiTestResult{Model: cfg.Model}
 	if cfg.APIKey == nil || *cfg.APIKey == "" {
 		res.Message = "No API key configured"
@@ -234,10 +206,7 @@ func (st *settingsStore) testAI(ctx context.Context, cfg aiSettings) aiTestResul
 		return res
 	}
 	key := *cfg.APIKey
-	timeout := st.aiTestTimeout
-	if timeout <= 0 {
-		timeout = defaultAITestTimeout
-	}
+	timeout := s.aiTestTimeout
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := newAIPingRequest(ctx, cfg, key)
@@ -246,7 +215,7 @@ func (st *settingsStore) testAI(ctx context.Context, cfg aiSettings) aiTestResul
 		res.outcome = aiTestOutcomeFailed
 		return res
 	}
-	client := &http.Client{Transport: st.aiTransport, CheckRedirect: sameOriginRedirects}
+	client := &http.Client{Transport: s.aiTransport, CheckRedirect: sameOriginRedirects}
 	start := time.Now()
 	resp, err := client.Do(req)
 	var body []byte
@@ -303,7 +272,7 @@ func newAIPingRequest(ctx context.Context, cfg aiSettings, key string) (*http.Re
 	var endpoint string
 	var payload any
 	switch cfg.Provider {
-	case ProviderAnthropic:
+	case providerAnthropic:
 		endpoint = strings.TrimRight(valueOr(cfg.BaseURL, defaultAnthropicBaseURL), "/") + "/v1/messages"
 		payload = struct {
 			Model     string              `json:"model"`
@@ -328,7 +297,7 @@ func newAIPingRequest(ctx context.Context, cfg aiSettings, key string) (*http.Re
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
-	if cfg.Provider == ProviderAnthropic {
+	if cfg.Provider == providerAnthropic {
 		req.Header.Set("x-api-key", key)
 		req.Header.Set("anthropic-version", anthropicVersion)
 	} else {
