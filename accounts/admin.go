@@ -69,11 +69,8 @@ func (s *Service) listUsers(ctx context.Context, f userFilter, page fastapi.Page
 	})
 }
 
-// handleListUsers serves GET /api/admin/users: a JSON array of users,
-// oldest first, with the count before paging in X-Total-Count. Query:
-// skip (≥ 0, default 0), limit (1..1000, default 100), q (a substring of
-// the email, any case, wildcards literal), role (user|admin), is_active
-// (a boolean as pydantic reads one).
+// handleListUsers serves GET /api/admin/users: one page of the users a
+// filter selects, oldest first.
 func (s *Service) handleListUsers(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	q := fastapi.ReadQuery(r)
 	page := q.Page(defaultPageSize, maxPageSize)
@@ -244,11 +241,8 @@ func hasOtherThan(ids []string, id string) bool {
 	return false
 }
 
-// handlePatchUser serves PATCH /api/admin/users/{id}: any of role and
-// is_active; 200 → the user. An admin may demote or deactivate
-// themselves while another active admin remains. The change holds from
-// the user's next request on: every request reads the user's current
-// state.
+// handlePatchUser serves PATCH /api/admin/users/{id}: a user's role and
+// active state, never leaving no active admin.
 func (s *Service) handlePatchUser(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	// Like FastAPI: a body that is not JSON is refused alone; otherwise
 	// the path's error comes first, then the body's.

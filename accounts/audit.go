@@ -149,13 +149,8 @@ func (s *Service) listAuditEvents(ctx context.Context, f auditFilter, page fasta
 	return listPage(ctx, s.db, "audit_events", auditColumns, "at DESC, id DESC", q, page, scanAuditEvent)
 }
 
-// handleListAuditEvents serves GET /api/admin/audit: a JSON array of
-// audit events, newest first, with the count before paging in
-// X-Total-Count. Query, all optional: skip and limit as for GET
-// /api/admin/users; event (an event name, exact; repeated: any of them);
-// actor_id and target_id (UUIDs); since (at or after) and until (before),
-// RFC 3339 date-times with a time zone. Errors are listed in the order of
-// the parameters above.
+// handleListAuditEvents serves GET /api/admin/audit: one page of the
+// audit events a filter selects, newest first.
 func (s *Service) handleListAuditEvents(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	q := fastapi.ReadQuery(r)
 	page := q.Page(defaultPageSize, maxPageSize)

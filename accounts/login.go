@@ -48,11 +48,8 @@ func readLoginForm(w http.ResponseWriter, r *http.Request) (username, password s
 	return username, password, v.Err()
 }
 
-// handleLogin serves POST /api/auth/login: the OAuth2 password flow.
-// An unknown email and a wrong password give the same answer after the
-// same hashing work (Hasher, passwords.go), whether the account's hash is
-// argon2id or the old backend's bcrypt; the inactive state is only told
-// to someone who knows the password.
+// handleLogin serves POST /api/auth/login: the OAuth2 password flow,
+// answering an unknown email and a wrong password alike.
 func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	username, password, err := readLoginForm(w, r)
 	if err != nil {

@@ -15,9 +15,8 @@ import (
 //go:embed openapi.json
 var openAPIDocument []byte
 
-// handleOpenAPI serves GET /api/openapi.json (no authentication), as
-// FastAPI served its generated document. The document is the same for
-// everyone and changes only with a release, so caches may keep it a while.
+// handleOpenAPI serves GET /api/openapi.json: the OpenAPI document of
+// the API, maintained beside docs/API.md.
 func (s *Service) handleOpenAPI(w http.ResponseWriter, r *http.Request) error {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")

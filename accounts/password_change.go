@@ -17,19 +17,8 @@ var (
 	errSamePassword      = fastapi.NewError(http.StatusBadRequest, "New password cannot be the same as the current one")
 )
 
-// handleChangePassword serves POST /api/users/me/password with the body
-// {"current_password": str, "new_password": str}.
-//
-// As FastAPI would: the body is validated first, 422 with one entry per
-// failing rule (missing fields, unknown fields, and the register's
-// password policy on new_password, at ["body", "new_password"]); then 400
-// {"detail": "Incorrect password"} when current_password is wrong, and
-// 400 {"detail": "New password cannot be the same as the current one"}.
-// On success: 204. Every other session of the user is revoked (their
-// refresh tokens and access tokens stop working at once); the session of
-// the request stays. Access tokens without a session (the old backend's)
-// are not revoked: they expire by themselves; POST /api/auth/logout-all
-// ends those too.
+// handleChangePassword serves POST /api/users/me/password: a new
+// password for the caller, ending every other session.
 func (s *Service) handleChangePassword(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	body, err := fastapi.ReadObject(w, r)
 	if err != nil {

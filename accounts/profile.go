@@ -246,10 +246,8 @@ func (s *Service) handleGetProfile(w http.ResponseWriter, r *http.Request, p *Pr
 	return nil
 }
 
-// handlePutProfile serves PUT /api/profile: a partial update, where an
-// absent field is unchanged and null clears it. Fields other than the
-// editable ones (user_id, updated_at, role, ...) are a 422 and nothing is
-// applied.
+// handlePutProfile serves PUT /api/profile: the caller's profile, absent
+// fields unchanged and null clearing.
 func (s *Service) handlePutProfile(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	body, err := fastapi.ReadObject(w, r)
 	if err != nil {

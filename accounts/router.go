@@ -120,7 +120,7 @@ func (s *Service) withPrincipal(role string, f authedFunc) apiFunc {
 	}
 }
 
-// handleHealth serves GET /api/health: 200 when the database answers.
+// handleHealth serves GET /api/health: whether the database answers.
 func (s *Service) handleHealth(w http.ResponseWriter, r *http.Request) error {
 	if err := s.Ping(r.Context()); err != nil {
 		s.log.Warn("health check: database unreachable", zap.Error(err))

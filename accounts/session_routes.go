@@ -46,21 +46,8 @@ func (s *Service) readRefreshToken(w http.ResponseWriter, r *http.Request) (toke
 	return token, false, nil
 }
 
-// handleRefresh serves POST /api/auth/refresh: it exchanges a refresh
-// token (the refresh cookie, or {"refresh_token": "..."} in a JSON body)
-// for a new access token, of SessionConfig.AccessCookieLifetime, and a
-// new refresh token, by the rules in sessions.go.
-//
-// 200 {"access_token", "token_type": "bearer", "expires_in",
-// "refresh_token"}: with a body token, the body carries the new refresh
-// token and no cookie is set. With the cookie, both cookies are set, and
-// the body leaves out refresh_token unless RefreshTokenInBody says
-// otherwise (and access_token when OmitTokenFromBody says so).
-//
-// 401 {"detail": "Invalid refresh token"} (with WWW-Authenticate: Bearer)
-// for a missing, unknown, retired, expired or revoked refresh token or an
-// inactive user; both cookies are cleared. 403 for a cross-origin
-// request with the cookie; 422 for a malformed body.
+// handleRefresh serves POST /api/auth/refresh: a refresh token (cookie
+// or body) exchanged for new tokens, by the rotation rules of sessions.go.
 func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 	token, fromCookie, err := s.readRefreshToken(w, r)
 	if err != nil {
@@ -109,15 +96,8 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// handleLogout serves POST /api/auth/logout: it revokes the caller's
-// session, named by the refresh token (JSON body {"refresh_token"} or the
-// refresh cookie) or else by the "sid" of the access token (Bearer header
-// or access cookie), and clears both cookies.
-//
-// 204, always, once the request is acceptable: logging out is idempotent,
-// and a client with an unknown, expired or already revoked token, or none
-// at all, is logged out already. 403 for a cross-origin request with a
-// cookie; 422 for a malformed body.
+// handleLogout serves POST /api/auth/logout: the end of the session of
+// the refresh token, or of the access token, and the cookies cleared.
 func (s *Service) handleLogout(w http.ResponseWriter, r *http.Request) error {
 	token, _, err := s.readRefreshToken(w, r)
 	if err != nil {
@@ -153,11 +133,8 @@ func (s *Service) handleLogout(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// handleLogoutAll serves POST /api/auth/logout-all (authenticated): it
-// revokes every session of the caller, and every access token issued
-// until now stops working on the next request, on every instance, with
-// or without a sid (users.tokens_valid_after). 204; both cookies are
-// cleared.
+// handleLogoutAll serves POST /api/auth/logout-all: every session of the
+// caller ended, and every access token issued until now refused.
 func (s *Service) handleLogoutAll(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	n, err := s.logoutAll(r.Context(), p.User.ID)
 	if err != nil {
@@ -184,9 +161,8 @@ type sessionInfo struct {
 	Current bool `json:"current"`
 }
 
-// handleListSessions serves GET /api/users/me/sessions: 200 with the
-// caller's active sessions, [{"id", "device", "ip", "created_at",
-// "last_used_at", "current"}], the most recently used first.
+// handleListSessions serves GET /api/users/me/sessions: the caller's
+// active sessions, the current one marked.
 func (s *Service) handleListSessions(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	list, err := s.listSessions(r.Context(), p.User.ID, p.Claims.SessionID)
 	if err != nil {
@@ -199,10 +175,7 @@ func (s *Service) handleListSessions(w http.ResponseWriter, r *http.Request, p *
 var errSessionNotFound = fastapi.NewError(http.StatusNotFound, "Session not found")
 
 // handleRevokeSession serves DELETE /api/users/me/sessions/{session_id}:
-// 204 after revoking one of the caller's active sessions (its refresh
-// token and access tokens stop working at once); 404 "Session not found"
-// for an unknown, ended, or another user's session; 422 for an id that
-// is not a UUID. Revoking the current session also clears the cookies.
+// the end of one of the caller's sessions.
 func (s *Service) handleRevokeSession(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	id, reason := fastapi.ParseUUID(strings.ToValidUTF8(r.PathValue("session_id"), "\uFFFD"))
 	if reason != "" {

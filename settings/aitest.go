@@ -83,9 +83,8 @@ const (
 const msgStoredKeyOrigin = "The stored API key is only sent to the stored base URL's scheme, host and port; " +
 	"to test another one, send its key in api_key"
 
-// TestAIConnection serves POST /api/settings/ai/test: one minimal request
-// to the provider of the stored settings, or of the body's overrides (see
-// the package doc), answered with the outcome.
+// TestAIConnection serves POST /api/settings/ai/test: one short request to
+// the provider, by the rules in the package doc.
 func (s *Settings) TestAIConnection(w http.ResponseWriter, r *http.Request, actorID string) error {
 	patch, err := readOptionalAIPatch(w, r)
 	if err != nil {
