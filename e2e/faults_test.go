@@ -36,7 +36,7 @@ import (
 //
 // Decision for the auth cache during a database outage: the gateway
 // fails closed. User state is cached only while the gateway listens to
-// the database's change notifications (accounts/authcache.go); the
+// the database's change notifications (accounts/notify.go); the
 // outage ends that listening, so every request that needs to know the
 // user — /api/documents included, whose token may be in the token
 // cache — answers 503 until the database is back. A deactivated or

@@ -13,7 +13,7 @@ import (
 // Several gateway instances on one database behave as one: a change made
 // through one instance (an admin's, a logout-all, a refresh-token
 // rotation, rate-limit counts) holds on the others, within a second for
-// what travels by the database's notifications (accounts/authcache.go).
+// what travels by the database's notifications (accounts/notify.go).
 
 // propagationLimit is how soon a change made through one instance must
 // hold on another.
