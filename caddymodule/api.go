@@ -11,7 +11,6 @@ import (
 func init() {
 	caddy.RegisterModule(APIHandler{})
 	httpcaddyfile.RegisterHandlerDirective("accounts_api", parseAPIHandler)
-	httpcaddyfile.RegisterDirectiveOrder("accounts_api", httpcaddyfile.Before, "reverse_proxy")
 }
 
 // APIHandler serves the accounts JSON API: /api/auth/*, /api/users/*,

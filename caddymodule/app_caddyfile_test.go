@@ -17,6 +17,7 @@ import (
 
 	"github.com/caddyaccounts/gateway/accounts"
 	"github.com/caddyaccounts/gateway/internal/layout"
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -124,7 +125,7 @@ func TestProjectCaddyfileAdapts(t *testing.T) {
 	js := string(out)
 	for _, want := range []string{
 		`"accounts":{`,
-		`"routes":[{"handle":[{"handler":"accounts_strip_identity"}]}`,
+		`"routes":[{"handle":[{"handler":"accounts_strip_identity"},{"handler":"accounts_security_headers"}]}`,
 		`"path":["/api/documents","/api/documents/*"]`,
 		`{"handler":"accounts_auth"}`,
 		`{"handler":"accounts_upload_limit"}`,
@@ -328,6 +329,42 @@ func TestLayoutListsEveryOption(t *testing.T) {
 	for kw := range table {
 		if _, ok := found[kw]; !ok {
 			t.Errorf("README: %q is in the table but no parser accepts it", kw)
+		}
+	}
+}
+
+func TestSecurityHeadersDirective(t *testing.T) {
+	for _, bad := range []string{"accounts_security_headers x", "accounts_security_headers {\n frame none\n}",
+		"accounts_security_headers {\n hsts_max_age\n}", "accounts_security_headers {\n hsts_max_age 0s\n}"} {
+		if _, err := parseSecurityHeaders(httpcaddyfile.Helper{Dispenser: caddyfile.NewTestDispenser(bad)}); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	for input, want := range map[string]string{
+		"accounts_security_headers":                          "max-age=31536000",
+		"accounts_security_headers {\n hsts_max_age 2h\n}":   "max-age=7200",
+		"accounts_security_headers {\n hsts_max_age off\n}":  "",
+		"accounts_security_headers {\n hsts_max_age 730d\n}": "max-age=63072000",
+	} {
+		mh, err := parseSecurityHeaders(httpcaddyfile.Helper{Dispenser: caddyfile.NewTestDispenser(input)})
+		if err != nil {
+			t.Fatalf("%q: %v", input, err)
+		}
+		h := mh.(*SecurityHeadersHandler)
+		if err := h.Provision(caddy.Context{}); err != nil {
+			t.Fatal(err)
+		}
+		w := httptest.NewRecorder()
+		r := httptest.NewRequest("GET", "https://example.com/", nil) // r.TLS is set
+		next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
+		if err := h.ServeHTTP(w, r, next); err != nil {
+			t.Fatal(err)
+		}
+		if got := w.Header().Get("Strict-Transport-Security"); got != want {
+			t.Errorf("%q: HSTS %q, want %q", input, got, want)
+		}
+		if got := w.Header().Get("X-Frame-Options"); got != "DENY" {
+			t.Errorf("%q: X-Frame-Options %q", input, got)
 		}
 	}
 }

@@ -15,7 +15,6 @@ import (
 func init() {
 	caddy.RegisterModule(AuthHandler{})
 	httpcaddyfile.RegisterHandlerDirective("accounts_auth", parseAuthHandler)
-	httpcaddyfile.RegisterDirectiveOrder("accounts_auth", httpcaddyfile.After, "forward_auth")
 }
 
 // AuthHandler lets a request through only with a valid access token of

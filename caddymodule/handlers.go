@@ -1,3 +1,7 @@
+// What the HTTP handlers of this package share: their order among
+// Caddy's directives, the accounts app, the client's address, and the
+// refusal of a request whose body is still unread.
+
 package caddymodule
 
 import (
@@ -10,6 +14,26 @@ import (
 
 	"github.com/caddyaccounts/gateway/accounts"
 )
+
+// The order of the directives in a route, among Caddy's own (Caddy only
+// orders plugins relative to its standard directives; two plugins placed
+// before the same one keep the order of these calls):
+//
+//   - accounts_strip_identity first of all: nothing may see the client's
+//     X-User-Id; then accounts_security_headers, so that every answer
+//     carries them and Caddy's header directive, later, can change them;
+//   - accounts_auth right after forward_auth, that is right before
+//     request_header; accounts_upload_limit after it (before
+//     request_header too), so that only signed-in users can make the
+//     gateway spool, and both before reverse_proxy;
+//   - accounts_api before reverse_proxy.
+func init() {
+	httpcaddyfile.RegisterDirectiveOrder("accounts_strip_identity", httpcaddyfile.Before, "tracing")
+	httpcaddyfile.RegisterDirectiveOrder("accounts_security_headers", httpcaddyfile.Before, "tracing")
+	httpcaddyfile.RegisterDirectiveOrder("accounts_auth", httpcaddyfile.After, "forward_auth")
+	httpcaddyfile.RegisterDirectiveOrder("accounts_upload_limit", httpcaddyfile.Before, "request_header")
+	httpcaddyfile.RegisterDirectiveOrder("accounts_api", httpcaddyfile.Before, "reverse_proxy")
+}
 
 // appFrom returns the accounts app of the running config, provisioning
 // it from the environment if the config has no accounts block.

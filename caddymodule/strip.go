@@ -13,8 +13,6 @@ import (
 func init() {
 	caddy.RegisterModule(StripIdentityHandler{})
 	httpcaddyfile.RegisterHandlerDirective("accounts_strip_identity", parseStripIdentity)
-	// First of all: nothing may see the client's X-User-Id.
-	httpcaddyfile.RegisterDirectiveOrder("accounts_strip_identity", httpcaddyfile.Before, "tracing")
 }
 
 // StripIdentityHandler removes every client-sent header that could pass

@@ -14,12 +14,6 @@ import (
 func init() {
 	caddy.RegisterModule(UploadLimitHandler{})
 	httpcaddyfile.RegisterHandlerDirective("accounts_upload_limit", parseUploadLimit)
-	// Caddy only orders plugins relative to its standard directives.
-	// accounts_auth sits right after forward_auth, that is right before
-	// request_header, so this puts accounts_upload_limit after
-	// accounts_auth whichever of the two is registered first, and before
-	// reverse_proxy.
-	httpcaddyfile.RegisterDirectiveOrder("accounts_upload_limit", httpcaddyfile.Before, "request_header")
 }
 
 // UploadLimitHandler refuses a request whose body is larger than the

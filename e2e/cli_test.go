@@ -212,7 +212,8 @@ func TestCLIListModules(t *testing.T) {
 	for _, l := range strings.Split(out, "\n") {
 		lines[strings.TrimSpace(l)] = true
 	}
-	for _, want := range []string{"accounts", "http.handlers.accounts_api", "http.handlers.accounts_auth", "http.handlers.reverse_proxy", "http.handlers.file_server"} {
+	for _, want := range []string{"accounts", "http.handlers.accounts_api", "http.handlers.accounts_auth", "http.handlers.accounts_security_headers",
+		"http.handlers.accounts_strip_identity", "http.handlers.accounts_upload_limit", "http.handlers.reverse_proxy", "http.handlers.file_server"} {
 		if !lines[want] {
 			t.Errorf("list-modules lacks %s", want)
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -694,4 +695,62 @@ func TestLegacyLongPasswordNotLockedOut(t *testing.T) {
 	}
 	r := c.PostForm("/api/auth/login", url.Values{"username": {email}, "password": {real[:71]}})
 	expectBearerError(t, r, "Incorrect email or password")
+}
+
+// TestLoginTimingWithLegacyHashes: on the real binary, after taking over
+// the old backend's database, an unknown email, a wrong password on an
+// argon2id account and a wrong password on a not-yet-upgraded bcrypt
+// account are not told apart by time. 40 failed logins of each kind,
+// interleaved in a new random order every round after a warm-up round:
+// each kind's median lies within the unknown email's interquartile range
+// and the other way round. (The argon2id cost is lowered so that the run
+// stays short; bcrypt at cost 10 then costs ten times more than argon2id,
+// as cost 12 does beside the default parameters.)
+func TestLoginTimingWithLegacyHashes(t *testing.T) {
+	t.Parallel()
+	g := startGateway(t, GatewayOptions{Caddyfile: testCaddyfile(t, "", "argon2 4096 1 1\nrate_limit off")})
+	c := g.Client(t)
+	argon := c.Register(uniqueEmail(t), "Argon!pass1")
+	hash, err := bcrypt.GenerateFromPassword([]byte("Legacy!pass1"), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	legacy := uniqueEmail(t)
+	g.Exec(t, `INSERT INTO users (email, hashed_password, role, is_active) VALUES ($1, $2, 'user', true)`, legacy, string(hash))
+
+	kinds := []struct {
+		name, email string
+		took        []time.Duration
+	}{
+		{name: "unknown email", email: uniqueEmail(t)},
+		{name: "wrong password, argon2id", email: argon.Email},
+		{name: "wrong password, bcrypt", email: legacy},
+	}
+	const samples = 40
+	for round := -1; round < samples; round++ {
+		for _, i := range rand.Perm(len(kinds)) {
+			start := time.Now()
+			r := c.PostForm("/api/auth/login", url.Values{"username": {kinds[i].email}, "password": {"Wrong!pass9"}})
+			took := time.Since(start)
+			expectBearerError(t, r, "Incorrect email or password")
+			if round >= 0 {
+				kinds[i].took = append(kinds[i].took, took)
+			}
+		}
+	}
+	quartiles := func(d []time.Duration) (q1, med, q3 time.Duration) {
+		s := slices.Clone(d)
+		slices.Sort(s)
+		return s[len(s)/4], s[len(s)/2], s[3*len(s)/4]
+	}
+	rq1, rmed, rq3 := quartiles(kinds[0].took)
+	for _, k := range kinds {
+		q1, med, q3 := quartiles(k.took)
+		t.Logf("%-26s median %6.1f ms, IQR %6.1f – %6.1f ms", k.name,
+			float64(med.Microseconds())/1000, float64(q1.Microseconds())/1000, float64(q3.Microseconds())/1000)
+		if med < rq1 || med > rq3 || rmed < q1 || rmed > q3 {
+			t.Errorf("%s: median %v, IQR %v–%v; unknown email: median %v, IQR %v–%v: the distributions do not overlap",
+				k.name, med, q1, q3, rmed, rq1, rq3)
+		}
+	}
 }

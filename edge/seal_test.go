@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -185,5 +186,46 @@ func BenchmarkSeal(b *testing.B) {
 				testPolicy.Seal(r, "3f1c2a4e-0000-4000-8000-000000000001", tc.name == "bearer")
 			}
 		})
+	}
+}
+
+func TestSecurityHeaders(t *testing.T) {
+	s := NewSecurityHeaders(DefaultHSTS)
+	want := http.Header{
+		"X-Content-Type-Options":  {"nosniff"},
+		"Referrer-Policy":         {"strict-origin-when-cross-origin"},
+		"X-Frame-Options":         {"DENY"},
+		"Content-Security-Policy": {"frame-ancestors 'none'"},
+	}
+	plain := http.Header{}
+	s.Apply(plain, false)
+	if !reflect.DeepEqual(plain, want) {
+		t.Fatalf("over HTTP: %v", plain)
+	}
+	tls := http.Header{}
+	s.Apply(tls, true)
+	want["Strict-Transport-Security"] = []string{"max-age=31536000"}
+	if !reflect.DeepEqual(tls, want) {
+		t.Fatalf("over HTTPS: %v", tls)
+	}
+	// An upstream's values are added beside them (reverse_proxy), and a
+	// change to one answer's values touches no other answer.
+	tls.Add("X-Frame-Options", "SAMEORIGIN")
+	tls["Referrer-Policy"][0] = "no-referrer"
+	if got := tls.Values("X-Frame-Options"); !slices.Equal(got, []string{"DENY", "SAMEORIGIN"}) {
+		t.Fatalf("X-Frame-Options after Add: %q", got)
+	}
+	if got := tls.Get("Content-Security-Policy"); got != "frame-ancestors 'none'" {
+		t.Fatalf("the Add changed another header: %q", got)
+	}
+	again := http.Header{}
+	s.Apply(again, true)
+	if got := again.Get("Referrer-Policy"); got != "strict-origin-when-cross-origin" {
+		t.Fatalf("a change to one answer reached the next: %q", got)
+	}
+	none := http.Header{}
+	NewSecurityHeaders("").Apply(none, true)
+	if _, ok := none["Strict-Transport-Security"]; ok {
+		t.Fatal("HSTS sent although turned off")
 	}
 }
