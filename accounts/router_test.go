@@ -75,12 +75,14 @@ func TestLayoutListsEveryRoute(t *testing.T) {
 			return true
 		}
 		route, _ := strconv.Unquote(lit.Value)
-		// The handler is the last selector among the arguments:
-		// s.handleMe, s.withPrincipal(RoleAdmin, s.handleListUsers).
+		// The handler is the selector that ends last among the
+		// arguments: s.handleMe, s.withPrincipal(RoleAdmin,
+		// s.handleListUsers), byID(s.settings.GetAI).
 		var handler string
+		var end token.Pos
 		ast.Inspect(call.Args[1], func(n ast.Node) bool {
-			if sel, ok := n.(*ast.SelectorExpr); ok {
-				handler = sel.Sel.Name
+			if sel, ok := n.(*ast.SelectorExpr); ok && sel.Sel.End() > end {
+				handler, end = sel.Sel.Name, sel.Sel.End()
 			}
 			return true
 		})
