@@ -16,7 +16,7 @@ type Principal struct {
 	// Claims are the verified claims of the access token.
 	Claims *Claims
 	// ViaCookie is true when the access token came from the access
-	// cookie rather than the Authorization header (cookies.go).
+	// cookie rather than the Authorization header.
 	ViaCookie bool
 }
 
@@ -33,10 +33,10 @@ func bearerToken(r *http.Request) (string, bool) {
 
 // Authenticate verifies the request's access token and loads its user,
 // who must still exist and be active. The token is the Bearer header's,
-// else the access cookie's (cookies.go); a cookie-authenticated unsafe
+// else the access cookie's; a cookie-authenticated unsafe
 // request must pass the cross-origin check (403 otherwise). A token
-// revoked by logout-all or by the end of its session is refused
-// (sessions.go). It returns the API's 401 errors, or an unavailable
+// revoked by logout-all or by the end of its session is refused. It
+// returns the API's 401 errors, or an unavailable
 // error when the database cannot be reached.
 func (s *Service) Authenticate(r *http.Request) (*Principal, error) {
 	if len(r.Header["Authorization"]) > 1 {

@@ -55,14 +55,14 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	// Rate limits: ratelimit.go. A locked account name is refused here,
+	// A locked account name is refused here,
 	// before any lookup or hashing.
 	if err := s.allowLogin(r, username); err != nil {
 		return err
 	}
 	ctx := r.Context()
 	// Failed logins cost as much as one on the slowest bcrypt hash still
-	// stored (legacyhash.go).
+	// stored.
 	s.knowLegacyHashes(ctx)
 	u, hash, err := s.userByEmail(ctx, strings.TrimSpace(username))
 	if errors.Is(err, errNoUser) {
@@ -96,8 +96,8 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) error {
 			}
 		}
 	}
-	// Sessions: sessions.go. Login starts a refresh session; the body
-	// keeps API.md's shape, browsers also get cookies (cookies.go).
+	// Login starts a refresh session; the body
+	// keeps API.md's shape, browsers also get cookies.
 	body, err := s.startSession(w, r, u)
 	if err != nil {
 		return err

@@ -58,7 +58,7 @@ func LoadMigrations(fsys fs.FS) ([]Migration, error) {
 // schema_migrations table, each in its own transaction, while holding a
 // session advisory lock so that concurrent instances apply them once.
 // Then, under the same lock, it gives user rows without one their
-// normalised email key (email.go); EmailKeyConflicts reports the rows
+// normalised email key; EmailKeyConflicts reports the rows
 // it could not. It returns the names of the migrations it applied.
 func Migrate(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS) ([]string, error) {
 	ms, err := LoadMigrations(fsys)

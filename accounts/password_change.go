@@ -44,7 +44,7 @@ func (s *Service) handleChangePassword(w http.ResponseWriter, r *http.Request, p
 		return err
 	}
 	// Guesses of the current password count against the account's login
-	// failures (ratelimit.go): a stolen session cannot be used to try
+	// failures: a stolen session cannot be used to try
 	// passwords without limit.
 	if err := s.allowLogin(r, p.User.Email); err != nil {
 		return err

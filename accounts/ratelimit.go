@@ -117,8 +117,8 @@ func (c RateLimitConfig) withDefaults() (RateLimitConfig, error) {
 // the window's end; for a brute-force brake that is good enough and costs
 // one row per address.
 //
-// Per account name (the email as tried, trimmed and normalised as in
-// email.go, whether or not an account has it), at most LoginFailures login attempts per
+// Per account name (the email as tried, trimmed and normalised as for
+// lookups, whether or not an account has it), at most LoginFailures login attempts per
 // LoginWindow may fail. Every attempt is counted when it starts and the
 // count is cleared when its password turns out right, so concurrent
 // attempts cannot slip past the limit together. The attempt that reaches
@@ -208,7 +208,7 @@ func ipKey(ip string) string {
 
 // loginKey is the rate_limits key of an account name. The email is
 // hashed: the key stays short whatever was typed, and the table holds no
-// addresses. An address counts under its normalised key (email.go), so
+// addresses. An address counts under its normalised key, so
 // that the spellings of one mailbox, which all log in to its account,
 // share one limit; for an ASCII address that is its lower-case form.
 func loginKey(username string) string {

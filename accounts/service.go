@@ -48,10 +48,9 @@ type Config struct {
 	// their directory, and the networks the AI connection test may reach
 	// (package settings).
 	Settings settings.Config
-	// RateLimit holds the limits of /api/auth/* (ratelimit.go).
+	// RateLimit holds the limits of /api/auth/*.
 	RateLimit RateLimitConfig
-	// Sessions holds the refresh sessions' and cookies' options
-	// (sessions.go, cookies.go).
+	// Sessions holds the refresh sessions' and cookies' options.
 	Sessions SessionConfig
 }
 
@@ -79,15 +78,15 @@ type Service struct {
 	db     *pgxpool.Pool
 	tokens *TokenIssuer
 	hasher *Hasher
-	// legacy tracks the old backend's bcrypt hashes (legacyhash.go).
+	// legacy tracks the old backend's bcrypt hashes.
 	legacy legacyHashes
 	log    *zap.Logger
 	cfg    Config
 	cache  *authCache
-	// limiter throttles /api/auth/* (ratelimit.go).
+	// limiter throttles /api/auth/*.
 	limiter *rateLimiter
 	// crossOrigin refuses cross-origin unsafe requests that a cookie
-	// authenticates (cookies.go).
+	// authenticates.
 	crossOrigin *http.CrossOriginProtection
 	// settings holds the settings files and serves their routes.
 	settings *settings.Settings
@@ -119,7 +118,6 @@ func New(pool *pgxpool.Pool, keys *KeySet, cfg Config, log *zap.Logger) (*Servic
 		return nil, fmt.Errorf("accounts: %w", err)
 	}
 	cfg.RateLimit = limiter.cfg
-	// Sessions: sessions.go, cookies.go.
 	if cfg.Sessions, err = cfg.Sessions.withDefaults(cfg.TokenLifetime); err != nil {
 		return nil, fmt.Errorf("accounts: %w", err)
 	}
@@ -141,9 +139,7 @@ func New(pool *pgxpool.Pool, keys *KeySet, cfg Config, log *zap.Logger) (*Servic
 		log:    log,
 		cfg:    cfg,
 		cache:  newAuthCache(cfg.TokenCacheSize),
-		// Rate limits: ratelimit.go.
 		limiter: limiter,
-		// Sessions: cookies.go.
 		crossOrigin: crossOrigin,
 	}
 	// The settings audit their changes and connection tests here.

@@ -1,8 +1,8 @@
 package accounts
 
 // The routes of a session's life after login: refresh, logout,
-// logout-all, and the caller's list of sessions (the rules are in
-// sessions.go, the cookies in cookies.go).
+// logout-all, and the caller's list of sessions (the rules are in the
+// package doc).
 
 import (
 	"bytes"
@@ -47,7 +47,7 @@ func (s *Service) readRefreshToken(w http.ResponseWriter, r *http.Request) (toke
 }
 
 // handleRefresh serves POST /api/auth/refresh: a refresh token (cookie
-// or body) exchanged for new tokens, by the rotation rules of sessions.go.
+// or body) exchanged for new tokens, by the rotation rules (package doc).
 func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 	token, fromCookie, err := s.readRefreshToken(w, r)
 	if err != nil {

@@ -19,7 +19,7 @@ type Claims struct {
 	Email string `json:"email"`
 	Role  string `json:"role"`
 	// SessionID ("sid") is the refresh session the token was issued
-	// for (sessions.go); revoking the session refuses the token. Tokens
+	// for; revoking the session refuses the token. Tokens
 	// of the old backend have none.
 	SessionID string `json:"sid,omitempty"`
 }

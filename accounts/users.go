@@ -35,11 +35,11 @@ type User struct {
 	// marshalled).
 
 	// tokensValidAfter refuses access tokens issued (iat) before it: set
-	// by logout-all (sessions.go). Zero when never set.
+	// by logout-all. Zero when never set.
 	tokensValidAfter time.Time
 	// revokedSessions are the ids of the user's sessions revoked recently
 	// enough that access tokens issued for them may not have expired
-	// yet. Only loaded by userForAuth (sessions.go); nil elsewhere.
+	// yet. Only loaded by userForAuth; nil elsewhere.
 	revokedSessions []string
 }
 
@@ -65,8 +65,8 @@ func scanUser(row pgx.Row, extra ...any) (*User, error) {
 var errNoUser = errors.New("no such user")
 
 // byEmail selects the user an address names: the one whose stored email
-// it is in any letter case, else the one whose normalised key it has
-// (email.go). The exact match comes first so that an account left
+// it is in any letter case, else the one whose normalised key it has.
+// The exact match comes first so that an account left
 // without a key (a migration conflict) still logs in with its own
 // address. $1 is the address, $2 its key or NULL.
 const byEmail = `(lower(email) = lower($1) OR email_key = $2)
