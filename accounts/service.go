@@ -133,13 +133,13 @@ func New(pool *pgxpool.Pool, keys *KeySet, cfg Config, log *zap.Logger) (*Servic
 		tokens.RequireAudience(cfg.Audience)
 	}
 	s := &Service{
-		db:     pool,
-		tokens: tokens,
-		hasher: hasher,
-		log:    log,
-		cfg:    cfg,
-		cache:  newAuthCache(cfg.TokenCacheSize),
-		limiter: limiter,
+		db:          pool,
+		tokens:      tokens,
+		hasher:      hasher,
+		log:         log,
+		cfg:         cfg,
+		cache:       newAuthCache(cfg.TokenCacheSize),
+		limiter:     limiter,
 		crossOrigin: crossOrigin,
 	}
 	// The settings audit their changes and connection tests here.
