@@ -5,10 +5,9 @@
 // The files are named by what they do: register.go, login.go,
 // session_routes.go (refresh, logout, the caller's sessions), users.go,
 // profile.go, password_change.go, admin.go, audit.go, apps.go, groups.go
-// and jwks.go hold the
-// routes of router.go's table; authenticate.go is the one check of every
-// signed-in request, with cache.go and notify.go keeping it off the
-// database; sessions.go, tokens.go, keys.go, passwords.go,
+// and jwks.go hold the routes of router.go's table; authenticate.go is
+// the one check of every signed-in request, with cache.go and notify.go
+// keeping it off the database; sessions.go, tokens.go, keys.go, passwords.go,
 // legacyhash.go, ratelimit.go, email.go and cookies.go are the rules
 // beneath them. The FastAPI wire format is package fastapi; the feature
 // services' settings, whose routes router.go serves, are package settings.
