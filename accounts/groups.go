@@ -186,6 +186,15 @@ func (s *Service) handlePatchGroup(w http.ResponseWriter, r *http.Request, p *Pr
 	if err := finishBody(body, &v); err != nil {
 		return err
 	}
+	if name == nil && !setDesc {
+		// Nothing to change: nothing written, nothing audited.
+		g, err := s.groupByID(r.Context(), id)
+		if err != nil {
+			return err
+		}
+		fastapi.WriteJSON(w, http.StatusOK, g)
+		return nil
+	}
 	g, err := scanGroup(s.db.QueryRow(r.Context(), `WITH g AS (
 			UPDATE groups SET name = COALESCE($2, name),
 				description = CASE WHEN $3 THEN $4 ELSE description END,
