@@ -295,6 +295,9 @@ func (s *Service) userAppAccess(ctx context.Context, id string) ([]AppAccess, er
 		all, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (AppAccess, error) {
 			var a AppAccess
 			err := row.Scan(&a.Key, &a.OpenToAll, &a.Direct, &a.Groups)
+			if a.Groups == nil {
+				a.Groups = []string{}
+			}
 			return a, err
 		})
 		if err != nil {
