@@ -28,8 +28,22 @@ const (
 	EventPasswordChange   = "password.change"
 	EventUserRoleChange   = "user.role_change"
 	EventUserActiveChange = "user.active_change"
-	EventSettingsChange   = settings.EventChange
-	EventSettingsAITest   = settings.EventAITest
+	EventAppCreate        = "app.create"
+	EventAppUpdate        = "app.update"
+	EventAppDelete        = "app.delete"
+	EventGroupCreate      = "group.create"
+	EventGroupUpdate      = "group.update"
+	EventGroupDelete      = "group.delete"
+	// EventGroupMemberAdd and EventGroupMemberRemove name the user as
+	// target and the group in details.
+	EventGroupMemberAdd    = "group.member_add"
+	EventGroupMemberRemove = "group.member_remove"
+	EventUserAppGrant      = "user.app_grant"
+	EventUserAppRevoke     = "user.app_revoke"
+	EventGroupAppGrant     = "group.app_grant"
+	EventGroupAppRevoke    = "group.app_revoke"
+	EventSettingsChange    = settings.EventChange
+	EventSettingsAITest    = settings.EventAITest
 )
 
 // AuditEvent is one row of the audit log, as GET /api/admin/audit shows

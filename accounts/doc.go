@@ -4,10 +4,10 @@
 //
 // The files are named by what they do: register.go, login.go,
 // session_routes.go (refresh, logout, the caller's sessions), users.go,
-// profile.go, password_change.go, admin.go, audit.go and jwks.go hold the
-// routes of router.go's table; authenticate.go is the one check of every
-// signed-in request, with cache.go and notify.go keeping it off the
-// database; sessions.go, tokens.go, keys.go, passwords.go,
+// profile.go, password_change.go, admin.go, audit.go, apps.go, groups.go
+// and jwks.go hold the routes of router.go's table; authenticate.go is
+// the one check of every signed-in request, with cache.go and notify.go
+// keeping it off the database; sessions.go, tokens.go, keys.go, passwords.go,
 // legacyhash.go, ratelimit.go, email.go and cookies.go are the rules
 // beneath them. The FastAPI wire format is package fastapi; the feature
 // services' settings, whose routes router.go serves, are package settings.
@@ -134,6 +134,18 @@
 // null is how a client clears those. Text holding a NUL character is
 // refused (value_error): PostgreSQL cannot store it, and the old backend
 // answered it with a 500.
+//
+// # Apps, groups and grants
+//
+// The app registry (apps.go) lists the platform's feature services; a
+// user may use an app when it is open to all, granted to the user, or
+// granted to one of the user's groups (groups.go); admins may use every
+// app. Memberships and grants are rows of link tables; adding one that
+// exists or removing one that does not changes nothing (setLink), so
+// concurrent requests for one pair never fail. The triggers of migration
+// 0007 announce every change on the user channel: a membership or a
+// direct grant names its user, a group's grant each member, and a change
+// to an app or a group the empty payload, which drops every cached user.
 //
 // # Password hashes of the old backend
 //

@@ -602,6 +602,10 @@ var fuzzRoutes = []struct{ method, path string }{
 	{http.MethodPost, "/api/auth/refresh"},
 	{http.MethodPost, "/api/users/me/password"},
 	{http.MethodDelete, "/api/users/me/sessions/"},
+	{http.MethodPut, "/api/admin/apps/"},
+	{http.MethodPost, "/api/admin/groups"},
+	{http.MethodPatch, "/api/admin/groups/"},
+	{http.MethodGet, "/api/admin/groups"},
 }
 
 // fuzzContentTypes are the Content-Types a FuzzAPIRoutes input picks
@@ -687,6 +691,10 @@ func FuzzAPIRoutes(f *testing.F) {
 		f.Fatalf("login token: %v %+v", err, claims)
 	}
 	sessionID := claims.SessionID
+	var groupID string
+	if err := env.db.QueryRow(ctx, "INSERT INTO groups (name) VALUES ('Fuzzers') RETURNING id::text").Scan(&groupID); err != nil {
+		f.Fatal(err)
+	}
 
 	// restore puts back what an accepted request may have changed that
 	// later inputs depend on: the two users' role and active state, and
@@ -710,6 +718,8 @@ func FuzzAPIRoutes(f *testing.F) {
 			(SELECT json_agg(x ORDER BY x.user_id)::text FROM profiles x),
 			(SELECT json_agg(x ORDER BY x.id)::text FROM sessions x),
 			(SELECT json_agg(x ORDER BY x.token_hash)::text FROM refresh_tokens x),
+			(SELECT json_agg(x ORDER BY x.key)::text FROM apps x),
+			(SELECT json_agg(x ORDER BY x.id)::text FROM groups x),
 			(SELECT count(*)::text FROM audit_events WHERE event <> 'settings.ai_test'))`).Scan(&db)
 		if err != nil {
 			t.Fatal(err)
@@ -823,6 +833,26 @@ func FuzzAPIRoutes(f *testing.F) {
 		{8, "", "", 0, `{"current_password":"x","new_password":"short"}`},
 		{8, "", "", 0, `{"current_password":null,"new_password":"Test!Test1"}`},
 		{8, "", "", 0, `{"current_password":"x","new_password":"New!pass1\u0000","user_id":"` + victim.ID + `"}`},
+		// PUT /api/admin/apps/{key}
+		{10, "wiki", "", 0, `{"name":" Wiki ","description":"d","open_to_all":true}`},
+		{10, "documents", "", 0, `{"name":"Documents","open_to_all":1}`},
+		{10, "Wiki", "", 0, `{"name":"","description":null}`},
+		{10, "a-" + strings.Repeat("b", 62), "", 0, `{"name":"` + strings.Repeat("n", 101) + `"}`},
+		{10, "", "", 0, `{"name":"x"}`},
+		{10, "w\x00", "", 0, `{"name":"a\u0000"}`},
+		// POST /api/admin/groups
+		{11, "", "", 0, `{"name":"Team","description":"d"}`},
+		{11, "", "", 0, `{"name":"FUZZERS"}`},
+		{11, "", "", 0, `{"name":"  ","members":[]}`},
+		{11, "", "", 0, `{"name":null,"description":5}`},
+		// PATCH /api/admin/groups/{id}
+		{12, groupID, "", 0, `{"name":"Fuzz","description":null}`},
+		{12, groupID, "", 0, `{"name":"` + strings.Repeat("é", 101) + `"}`},
+		{12, unknownID, "", 0, `{"name":"x"}`},
+		{12, "nope", "", 0, `{"id":"x"}`},
+		// GET /api/admin/groups
+		{13, "", "q=fu%25&skip=1&limit=5", 1, ""},
+		{13, "", "q=%00&limit=0", 1, ""},
 	}
 	for _, s := range seeds {
 		f.Add(s.route, s.seg, s.query, s.ct, "application/json; charset=\"utf-8\"", []byte(s.body))

@@ -794,11 +794,100 @@ func TestOpenAPIRealResponses(t *testing.T) {
 		h.do(oaCall{method: "GET", path: "/api/admin/audit", status: 401, invalid: true})
 	}
 
+	// ---- apps, groups and grants (apps.go, groups.go) ----
+	if registered["GET /api/admin/groups"] {
+		ada, _, err := e.svc.userByEmail(context.Background(), "ada@example.com")
+		if err != nil {
+			t.Fatal(err)
+		}
+		admin := func(method, path string, body any, status int, invalid ...bool) *response {
+			return h.do(oaCall{method: method, path: path, token: adminToken, body: body, status: status, invalid: len(invalid) > 0})
+		}
+		h.do(oaCall{method: "GET", path: "/api/apps", token: userToken, status: 200})
+		h.do(oaCall{method: "GET", path: "/api/users/me/groups", token: userToken, status: 200})
+		admin("GET", "/api/admin/apps", nil, 200)
+		h.do(oaCall{method: "GET", path: "/api/admin/apps", token: userToken, status: 403})
+		admin("PUT", "/api/admin/apps/wiki", map[string]any{"name": "Wiki", "description": "Pages"}, 201)
+		admin("PUT", "/api/admin/apps/wiki", map[string]any{"name": "Wiki", "open_to_all": false}, 200)
+		admin("PUT", "/api/admin/apps/Wiki", map[string]any{"name": "Wiki"}, 422, true)
+		admin("PUT", "/api/admin/apps/wiki", map[string]any{"name": ""}, 422, true)
+		admin("PUT", "/api/admin/apps/wiki", map[string]any{"name": "  "}, 422)
+		admin("PUT", "/api/admin/apps/wiki", map[string]any{"name": "W", "x": 1}, 422, true)
+		admin("DELETE", "/api/admin/apps/gone", nil, 404)
+		admin("DELETE", "/api/admin/apps/-", nil, 422, true)
+		admin("PUT", "/api/admin/apps/gone", map[string]any{"name": "Gone"}, 201)
+		admin("DELETE", "/api/admin/apps/gone", nil, 204)
+
+		res := admin("POST", "/api/admin/groups", map[string]any{"name": "Readers", "description": nil}, 201)
+		var g Group
+		if err := json.Unmarshal(res.Body, &g); err != nil {
+			t.Fatal(err)
+		}
+		admin("POST", "/api/admin/groups", map[string]any{"name": "READERS"}, 409)
+		admin("POST", "/api/admin/groups", map[string]any{}, 422, true)
+		admin("POST", "/api/admin/groups", map[string]any{"name": strings.Repeat("n", 101)}, 422, true)
+		h.do(oaCall{method: "GET", path: "/api/admin/groups", token: userToken, status: 403})
+		res = admin("GET", "/api/admin/groups?skip=0&limit=5&q=read", nil, 200)
+		if res.Header.Get("X-Total-Count") != "1" {
+			t.Errorf("GET /api/admin/groups: X-Total-Count %q", res.Header.Get("X-Total-Count"))
+		}
+		admin("GET", "/api/admin/groups?limit=0", nil, 422, true)
+		gp := "/api/admin/groups/" + g.ID
+		admin("GET", gp, nil, 200)
+		admin("GET", "/api/admin/groups/"+unknownID, nil, 404)
+		admin("GET", "/api/admin/groups/nope", nil, 422, true)
+		h.do(oaCall{method: "GET", path: gp, token: userToken, status: 403})
+		other := admin("POST", "/api/admin/groups", map[string]any{"name": "Other"}, 201)
+		admin("PATCH", gp, map[string]any{"name": "Readers 2", "description": "d"}, 200)
+		admin("PATCH", gp, map[string]any{"name": "other"}, 409)
+		admin("PATCH", "/api/admin/groups/"+unknownID, map[string]any{"description": nil}, 404)
+		admin("PATCH", gp, map[string]any{"members": []string{}}, 422, true)
+		admin("GET", gp+"/members", nil, 200)
+		admin("GET", "/api/admin/groups/"+unknownID+"/members", nil, 404)
+		admin("GET", "/api/admin/groups/nope/members", nil, 422, true)
+		h.do(oaCall{method: "GET", path: gp + "/members", token: userToken, status: 403})
+		admin("PUT", gp+"/members/"+ada.ID, nil, 204)
+		admin("PUT", gp+"/members/"+unknownID, nil, 404)
+		admin("PUT", gp+"/members/nope", nil, 422, true)
+		admin("DELETE", gp+"/members/"+ada.ID, nil, 204)
+		admin("DELETE", gp+"/members/"+ada.ID, nil, 404)
+		admin("DELETE", gp+"/members/nope", nil, 422, true)
+		admin("PUT", gp+"/members/"+ada.ID, nil, 204)
+		admin("PUT", gp+"/apps/wiki", nil, 204)
+		admin("PUT", gp+"/apps/nope", nil, 404)
+		admin("PUT", gp+"/apps/NOPE", nil, 422, true)
+		admin("DELETE", gp+"/apps/wiki", nil, 204)
+		admin("DELETE", "/api/admin/groups/"+unknownID+"/apps/wiki", nil, 404)
+		admin("DELETE", gp+"/apps/NOPE", nil, 422, true)
+		admin("PUT", gp+"/apps/wiki", nil, 204)
+		up := "/api/admin/users/" + ada.ID + "/apps"
+		admin("PUT", up+"/ai", nil, 204)
+		admin("PUT", "/api/admin/users/"+unknownID+"/apps/ai", nil, 404)
+		admin("PUT", up+"/A", nil, 422, true)
+		admin("DELETE", up+"/ai", nil, 204)
+		admin("DELETE", up+"/nope", nil, 404)
+		admin("DELETE", up+"/A", nil, 422, true)
+		res = admin("GET", up, nil, 200)
+		if !strings.Contains(string(res.Body), `{"key":"wiki","direct":false,"groups":["`+g.ID+`"],"open_to_all":false}`) {
+			t.Errorf("GET %s: %s", up, res.Body)
+		}
+		admin("GET", "/api/admin/users/"+unknownID+"/apps", nil, 404)
+		admin("GET", "/api/admin/users/nope/apps", nil, 422, true)
+		h.do(oaCall{method: "GET", path: up, token: userToken, status: 403})
+		var o Group
+		if err := json.Unmarshal(other.Body, &o); err != nil {
+			t.Fatal(err)
+		}
+		admin("DELETE", "/api/admin/groups/"+o.ID, nil, 204)
+		admin("DELETE", "/api/admin/groups/"+o.ID, nil, 404)
+		admin("DELETE", "/api/admin/groups/nope", nil, 422, true)
+	}
+
 	// ---- every route: no credentials, two Authorization headers, a
 	// cross-origin cookie, and a body over 1 MiB ----
 	for route := range registered {
 		method, path, _ := strings.Cut(route, " ")
-		path = pathParam.ReplaceAllString(path, unknownID)
+		path = pathParam.ReplaceAllString(strings.ReplaceAll(path, "{key}", "unknown-app"), unknownID)
 		if authedRoutes[route] {
 			h.do(oaCall{method: method, path: path, status: 401, invalid: true})
 			twice := http.Header{"Authorization": {"Bearer " + adminToken, "Bearer " + userToken}}
@@ -916,7 +1005,7 @@ func TestOpenAPIRealResponses(t *testing.T) {
 	}
 	for route := range registered {
 		method, path, _ := strings.Cut(route, " ")
-		path = pathParam.ReplaceAllString(path, unknownID)
+		path = pathParam.ReplaceAllString(strings.ReplaceAll(path, "{key}", "unknown-app"), unknownID)
 		switch body, ok := publicBodies[route]; {
 		case authedRoutes[route]:
 			dh.do(oaCall{method: method, path: path, token: deadAdmin, status: 503, invalid: bodyRequired[route]})

@@ -52,6 +52,26 @@ func (s *Service) Handler() http.Handler {
 	handle("PATCH /api/admin/users/{id}", s.withPrincipal(RoleAdmin, s.handlePatchUser))
 	handle("GET /api/admin/audit", s.withPrincipal(RoleAdmin, s.handleListAuditEvents))
 
+	// Apps, groups and grants.
+	authed("GET /api/apps", s.handleMyApps)
+	authed("GET /api/users/me/groups", s.handleMyGroups)
+	handle("GET /api/admin/apps", s.withPrincipal(RoleAdmin, s.handleListApps))
+	handle("PUT /api/admin/apps/{key}", s.withPrincipal(RoleAdmin, s.handlePutApp))
+	handle("DELETE /api/admin/apps/{key}", s.withPrincipal(RoleAdmin, s.handleDeleteApp))
+	handle("GET /api/admin/groups", s.withPrincipal(RoleAdmin, s.handleListGroups))
+	handle("POST /api/admin/groups", s.withPrincipal(RoleAdmin, s.handleCreateGroup))
+	handle("GET /api/admin/groups/{id}", s.withPrincipal(RoleAdmin, s.handleGetGroup))
+	handle("PATCH /api/admin/groups/{id}", s.withPrincipal(RoleAdmin, s.handlePatchGroup))
+	handle("DELETE /api/admin/groups/{id}", s.withPrincipal(RoleAdmin, s.handleDeleteGroup))
+	handle("GET /api/admin/groups/{id}/members", s.withPrincipal(RoleAdmin, s.handleGroupMembers))
+	handle("PUT /api/admin/groups/{id}/members/{user_id}", s.withPrincipal(RoleAdmin, s.handleMembership))
+	handle("DELETE /api/admin/groups/{id}/members/{user_id}", s.withPrincipal(RoleAdmin, s.handleMembership))
+	handle("PUT /api/admin/groups/{id}/apps/{key}", s.withPrincipal(RoleAdmin, s.handleGroupGrant))
+	handle("DELETE /api/admin/groups/{id}/apps/{key}", s.withPrincipal(RoleAdmin, s.handleGroupGrant))
+	handle("GET /api/admin/users/{id}/apps", s.withPrincipal(RoleAdmin, s.handleUserApps))
+	handle("PUT /api/admin/users/{id}/apps/{key}", s.withPrincipal(RoleAdmin, s.handleUserGrant))
+	handle("DELETE /api/admin/users/{id}/apps/{key}", s.withPrincipal(RoleAdmin, s.handleUserGrant))
+
 	// Settings of the feature services (package settings).
 	handle("GET /api/settings/ai", s.withPrincipal(RoleAdmin, byID(s.settings.GetAI)))
 	handle("PATCH /api/settings/ai", s.withPrincipal(RoleAdmin, byID(s.settings.PatchAI)))
