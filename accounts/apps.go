@@ -25,6 +25,9 @@ const appKeyPattern = `^[a-z][a-z0-9_-]{0,62}$`
 
 var appKeyRE = regexp.MustCompile(appKeyPattern)
 
+// IsAppKey reports whether key can name an app.
+func IsAppKey(key string) bool { return appKeyRE.MatchString(key) }
+
 // Bounds of the names and descriptions of apps and groups, in characters.
 const (
 	maxNameLen        = 100
@@ -105,13 +108,21 @@ func readDescription(body *fastapi.Object) (desc *string, present bool) {
 
 // ---- GET /api/apps ----
 
+// mayUseApp is the SQL condition under which the user whose id is the
+// SQL expression user may use the app a (of "FROM apps a"), role aside:
+// the app is open to all, or granted to the user, or to one of the
+// user's groups.
+func mayUseApp(user string) string {
+	return `(a.open_to_all
+		OR EXISTS (SELECT 1 FROM user_app_grants g WHERE g.user_id = ` + user + ` AND g.app_key = a.key)
+		OR EXISTS (SELECT 1 FROM group_app_grants g JOIN group_members m ON m.group_id = g.group_id
+		           WHERE m.user_id = ` + user + ` AND g.app_key = a.key))`
+}
+
 // appsFor returns the apps that the user id, with role, may use, by key.
 func (s *Service) appsFor(ctx context.Context, id, role string) ([]App, error) {
 	rows, err := s.db.Query(ctx, `SELECT `+appColumns+` FROM apps a
-		WHERE $2 OR a.open_to_all
-		   OR EXISTS (SELECT 1 FROM user_app_grants g WHERE g.user_id = $1 AND g.app_key = a.key)
-		   OR EXISTS (SELECT 1 FROM group_app_grants g JOIN group_members m ON m.group_id = g.group_id
-		              WHERE m.user_id = $1 AND g.app_key = a.key)
+		WHERE $2 OR `+mayUseApp("$1")+`
 		ORDER BY a.key`, id, role == RoleAdmin)
 	if err != nil {
 		return nil, fmt.Errorf("listing a user's apps: %w", err)

@@ -93,16 +93,28 @@ func (s *Service) currentUser(ctx context.Context, id string, now time.Time) (*U
 	return u, nil
 }
 
+// Need is what a request needs of its caller besides a valid token of
+// an active user. The zero Need lets every such user through.
+type Need struct {
+	// Role is the role required ("admin"); an admin passes every role.
+	Role string
+	// App is the key of an app the caller must be allowed to use
+	// (User.MayUse).
+	App string
+}
+
 // Authorize authenticates r (Authenticate) and checks the caller's
-// current role against role: an empty role lets every active user
-// through, and an admin passes every requirement. This is the one check
-// of the request path: the API's routes and the Caddy handlers call it.
-func (s *Service) Authorize(r *http.Request, role string) (*Principal, error) {
+// current role and apps against need. This is the one check of the
+// request path: the API's routes and the Caddy handlers call it.
+func (s *Service) Authorize(r *http.Request, need Need) (*Principal, error) {
 	p, err := s.Authenticate(r)
 	if err != nil {
 		return nil, err
 	}
-	if role != "" && p.User.Role != role && p.User.Role != RoleAdmin {
+	if need.Role != "" && p.User.Role != need.Role && p.User.Role != RoleAdmin {
+		return nil, errForbidden
+	}
+	if need.App != "" && !p.User.MayUse(need.App) {
 		return nil, errForbidden
 	}
 	return p, nil

@@ -132,7 +132,7 @@ func byID(f func(w http.ResponseWriter, r *http.Request, actorID string) error) 
 // the user's current role, and calls f.
 func (s *Service) withPrincipal(role string, f authedFunc) apiFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		p, err := s.Authorize(r, role)
+		p, err := s.Authorize(r, Need{Role: role})
 		if err != nil {
 			return err
 		}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -386,15 +387,17 @@ func (s *Service) revokedWindow() time.Duration {
 	return max(s.cfg.TokenLifetime, s.cfg.Sessions.AccessCookieLifetime) + s.cfg.Leeway + userCacheTTL + time.Minute
 }
 
-// userForAuth loads a user as the request path needs it: with
-// tokens_valid_after and the ids of the sessions revoked within
-// revokedWindow, in one query.
+// userForAuth loads a user as the request path needs it, in one query:
+// with tokens_valid_after, the ids of the sessions revoked within
+// revokedWindow, the user's groups and the apps the user may use.
 func (s *Service) userForAuth(ctx context.Context, id string) (*User, error) {
-	var revoked []string
+	var revoked, groups, apps []string
 	u, err := scanUser(s.db.QueryRow(ctx, "SELECT "+userColumns+`,
 		ARRAY(SELECT s.id::text FROM sessions s
-		      WHERE s.user_id = users.id AND s.revoked_at > now() - $2::float8 * interval '1 second')
-		FROM users WHERE id = $1`, id, seconds(s.revokedWindow())), &revoked)
+		      WHERE s.user_id = users.id AND s.revoked_at > now() - $2::float8 * interval '1 second'),
+		ARRAY(SELECT m.group_id::text FROM group_members m WHERE m.user_id = users.id ORDER BY 1),
+		ARRAY(SELECT a.key FROM apps a WHERE `+mayUseApp("users.id")+` ORDER BY 1)
+		FROM users WHERE id = $1`, id, seconds(s.revokedWindow())), &revoked, &groups, &apps)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, errNoUser
 	}
@@ -404,6 +407,8 @@ func (s *Service) userForAuth(ctx context.Context, id string) (*User, error) {
 	if len(revoked) > 0 {
 		u.revokedSessions = revoked
 	}
+	u.groupsHeader = strings.Join(groups, ",")
+	u.apps = apps
 	return u, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -41,7 +42,25 @@ type User struct {
 	// enough that access tokens issued for them may not have expired
 	// yet. Only loaded by userForAuth; nil elsewhere.
 	revokedSessions []string
+	// groupsHeader is the value of X-User-Groups: the ids of the user's
+	// groups, sorted, comma-separated ("" for none). apps are the keys of
+	// the apps the user may use by grant or because they are open to all
+	// (MayUse adds the admins' right to every app). Only loaded by
+	// userForAuth.
+	groupsHeader string
+	apps         []string
 }
+
+// MayUse reports whether u may use the app key: admins every app, others
+// those open to all or granted to them or to one of their groups, as
+// stored when u was loaded for a request.
+func (u *User) MayUse(key string) bool {
+	return u.Role == RoleAdmin || slices.Contains(u.apps, key)
+}
+
+// GroupsHeader is the X-User-Groups value of u: the ids of u's groups,
+// sorted, comma-separated, "" for none.
+func (u *User) GroupsHeader() string { return u.groupsHeader }
 
 // userColumns are selected, in this order, by scanUser.
 const userColumns = "id::text, email, role::text, is_active, created_at, updated_at, tokens_valid_after"

@@ -127,7 +127,7 @@ func TestProjectCaddyfileAdapts(t *testing.T) {
 		`"accounts":{`,
 		`"routes":[{"handle":[{"handler":"accounts_strip_identity"},{"handler":"accounts_security_headers"}]}`,
 		`"path":["/api/documents","/api/documents/*"]`,
-		`{"handler":"accounts_auth"}`,
+		`{"handler":"accounts_auth","require_app":"documents"}`,
 		`{"handler":"accounts_upload_limit"}`,
 		`"path":["/api/*","/.well-known/jwks.json"]`,
 		`{"handler":"accounts_api"}`,

@@ -18,8 +18,10 @@ func init() {
 }
 
 // AuthHandler lets a request through only with a valid access token of
-// an active user, sealed for the upstream (package edge): X-User-Id set
-// to the user's UUID as the only identity header, whatever the client
+// an active user (who may use the required app, if any), sealed for the
+// upstream (package edge): X-User-Id set to the user's UUID and
+// X-User-Groups to the ids of the user's groups as the only identity
+// headers, whatever the client
 // tried (its own spellings, Connection tokens, trailers, an h2c upgrade,
 // the gateway's session cookies, a second Authorization header, which is
 // refused with 400). It fills the placeholders {http.auth.user.id},
@@ -29,6 +31,10 @@ type AuthHandler struct {
 	// Only let through users with this role ("admin"); empty lets every
 	// active user through.
 	RequireRole string `json:"require_role,omitempty"`
+	// Only let through users who may use this app (its key, such as
+	// "documents"): admins, and users it is open to or granted to,
+	// directly or through a group. Empty checks no app.
+	RequireApp string `json:"require_app,omitempty"`
 	// Upgrades are the protocols a client may switch the connection to
 	// through the proxy (the Upgrade header, any letter case). Default:
 	// websocket. h2c is never allowed: after it the client would speak
@@ -86,6 +92,9 @@ func (h *AuthHandler) Validate() error {
 	default:
 		return fmt.Errorf("accounts_auth: unknown role %q (want %q or %q)", h.RequireRole, accounts.RoleUser, accounts.RoleAdmin)
 	}
+	if h.RequireApp != "" && !accounts.IsAppKey(h.RequireApp) {
+		return fmt.Errorf("accounts_auth: require_app %q is not an app key (lower-case letters, digits, _ and -, starting with a letter)", h.RequireApp)
+	}
 	if h.UpgradesOff && len(h.Upgrades) > 0 {
 		return fmt.Errorf("accounts_auth: upgrades_off and upgrades %q are exclusive", h.Upgrades)
 	}
@@ -103,7 +112,7 @@ func (h *AuthHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next cad
 		refuseUnread(h.service, w, r, err)
 		return nil
 	}
-	h.policy.Seal(r, p.User.ID, !p.ViaCookie)
+	h.policy.Seal(r, p.User.ID, p.User.GroupsHeader(), !p.ViaCookie)
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Map(userPlaceholders(p.User))
 	return next.ServeHTTP(w, r)
@@ -127,18 +136,19 @@ func userPlaceholders(u *accounts.User) caddy.ReplacerFunc {
 	}
 }
 
-// authenticate checks the request's token and the user's role. The
+// authenticate checks the request's token and the user's role and app. The
 // database is used only here, not while next serves the request.
 func (h *AuthHandler) authenticate(r *http.Request) (*accounts.Principal, error) {
 	h.app.enter()
 	defer h.app.leave()
-	return h.service.Authorize(r, h.RequireRole)
+	return h.service.Authorize(r, accounts.Need{Role: h.RequireRole, App: h.RequireApp})
 }
 
 // parseAuthHandler parses the accounts_auth directive:
 //
 //	accounts_auth [<matcher>] {
 //		require_role <role>
+//		require_app  <key>
 //		upgrades <protocol>... | off
 //		strip_authorization
 //	}
@@ -152,6 +162,10 @@ func parseAuthHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, erro
 		switch h.Val() {
 		case "require_role":
 			if err := oneString(h.Dispenser, &a.RequireRole); err != nil {
+				return nil, err
+			}
+		case "require_app":
+			if err := oneString(h.Dispenser, &a.RequireApp); err != nil {
 				return nil, err
 			}
 		case "upgrades":

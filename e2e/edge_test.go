@@ -137,18 +137,18 @@ func h2cUpgrade(path, token string) []string {
 }
 
 // caddyfileWithAuthOptions writes the project's Caddyfile with opts
-// (Caddyfile lines) inside its accounts_auth directive.
+// (Caddyfile lines) added to its accounts_auth block.
 func caddyfileWithAuthOptions(tb testing.TB, opts string) string {
 	tb.Helper()
 	raw, err := os.ReadFile(filepath.Join(repoRoot, "Caddyfile"))
 	if err != nil {
 		tb.Fatal(err)
 	}
-	const line = "\n\t\taccounts_auth\n"
+	const line = "\n\t\taccounts_auth {\n"
 	if strings.Count(string(raw), line) != 1 {
 		tb.Fatalf("the project's Caddyfile has no single %q line", strings.TrimSpace(line))
 	}
-	text := strings.Replace(string(raw), line, "\n\t\taccounts_auth {\n"+indentLines(opts, "\t\t\t")+"\t\t}\n", 1)
+	text := strings.Replace(string(raw), line, line+indentLines(opts, "\t\t\t"), 1)
 	path := filepath.Join(tb.TempDir(), "Caddyfile")
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		tb.Fatal(err)

@@ -3,7 +3,8 @@
 // it guards: the service sees exactly the verified user, and nothing the
 // client made up.
 //
-// The gateway alone sets the identity headers (X-User-Id). A client can
+// The gateway alone sets the identity headers (X-User-Id, X-User-Groups).
+// A client can
 // try to get its own identity through, or the gateway's dropped, in
 // several ways, and each has its answer here:
 //
@@ -29,13 +30,16 @@ package edge
 
 import "net/http"
 
-// UserIDHeader is the header that tells upstream services who the user
-// is. Only the gateway sets it.
-const UserIDHeader = "X-User-Id"
+// The identity headers: they tell upstream services who the user is, and
+// only the gateway sets them. UserGroupsHeader holds the ids of the
+// user's groups, sorted, comma-separated (empty for none).
+const (
+	UserIDHeader     = "X-User-Id"
+	UserGroupsHeader = "X-User-Groups"
+)
 
-// identityHeaders are the lower-case names of the headers only the
-// gateway sets.
-var identityHeaders = [...]string{"x-user-id"}
+// identityHeaders are the lower-case names of the identity headers.
+var identityHeaders = [...]string{"x-user-id", "x-user-groups"}
 
 // IsIdentityHeader reports whether a server could read name as one of the
 // gateway's identity headers: the same name in any ASCII letter case, or

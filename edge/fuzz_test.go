@@ -16,7 +16,7 @@ import (
 )
 
 // isIdentityName is the oracle of IsIdentityHeader: the name equals
-// "x-user-id" once lowercased and with '_' read as '-'. Header names are
+// "x-user-id" or "x-user-groups" once lowercased and with '_' read as '-'. Header names are
 // ASCII tokens (RFC 9110); net/http refuses any other before a handler
 // runs, so only ASCII case folding counts.
 func isIdentityName(name string) bool {
@@ -25,7 +25,8 @@ func isIdentityName(name string) bool {
 			return false
 		}
 	}
-	return strings.ToLower(strings.ReplaceAll(name, "_", "-")) == "x-user-id"
+	n := strings.ToLower(strings.ReplaceAll(name, "_", "-"))
+	return n == "x-user-id" || n == "x-user-groups"
 }
 
 func FuzzStripIdentity(f *testing.F) {
@@ -96,7 +97,8 @@ func proxied(h http.Header) http.Header {
 
 // FuzzSealedRequest sends raw HTTP/1.1 requests through Seal and checks
 // the header set and trailers the document service would receive
-// through Caddy's proxy: exactly one X-User-Id, the gateway's; no h2c
+// through Caddy's proxy: exactly one X-User-Id and one X-User-Groups,
+// the gateway's; no h2c
 // upgrade and no HTTP2-Settings; no identity trailer; none of the
 // gateway's cookies; the client's other headers and cookies intact.
 func FuzzSealedRequest(f *testing.F) {
@@ -122,23 +124,24 @@ func FuzzSealedRequest(f *testing.F) {
 			return // Authenticate refuses it with 400
 		}
 		client := r.Header.Clone()
-		testPolicy.Seal(r, "me", viaBearer)
+		testPolicy.Seal(r, "me", "g1,g2", viaBearer)
 		if r.Body != nil {
 			if _, err := io.Copy(io.Discard, r.Body); err != nil {
 				return // a broken body: the proxy fails the request
 			}
 		}
 		sent := proxied(r.Header)
+		want := map[string][]string{UserIDHeader: {"me"}, UserGroupsHeader: {"g1,g2"}}
 		var ids []string
 		for name, vs := range sent {
 			if isIdentityName(name) {
 				ids = append(ids, name)
-				if name != UserIDHeader || !reflect.DeepEqual(vs, []string{"me"}) {
+				if !reflect.DeepEqual(vs, want[name]) {
 					t.Fatalf("identity header %q: %q", name, vs)
 				}
 			}
 		}
-		if len(ids) != 1 {
+		if len(ids) != 2 {
 			t.Fatalf("identity headers sent: %q (all: %v)", ids, sent)
 		}
 		if strings.Contains(strings.ToLower(strings.Join(sent["Upgrade"], ",")), "h2c") || sent.Get("Http2-Settings") != "" {

@@ -44,17 +44,20 @@ func (p *Policy) Validate() error {
 }
 
 // Seal prepares r, whose user has been verified, to be forwarded: it
-// sets X-User-Id to userID as the only identity header, and removes
-// whatever the client could use to get another identity through or the
-// gateway's dropped (see the package doc). viaBearer tells whether the
-// verified token came from the Authorization header.
+// sets X-User-Id to userID and X-User-Groups to groups as the only
+// identity headers, and removes whatever the client could use to get
+// another identity through or the gateway's dropped (see the package
+// doc). viaBearer tells whether the verified token came from the
+// Authorization header.
 //
 // A request without a Connection, Upgrade, Cookie or trailers costs a
-// few map lookups and no allocation beyond the X-User-Id value's slice.
-func (p *Policy) Seal(r *http.Request, userID string, viaBearer bool) {
+// few map lookups and one allocation, for the two headers' values.
+func (p *Policy) Seal(r *http.Request, userID, groups string, viaBearer bool) {
 	h := r.Header
 	StripIdentity(h)
-	h[UserIDHeader] = []string{userID}
+	vals := [2]string{userID, groups}
+	h[UserIDHeader] = vals[0:1:1]
+	h[UserGroupsHeader] = vals[1:2:2]
 	if !viaBearer || !p.KeepAuthorization {
 		delete(h, "Authorization")
 	}

@@ -41,69 +41,76 @@ func TestSealHeaders(t *testing.T) {
 		name   string
 		policy Policy
 		bearer bool
+		groups string
 		in     http.Header
 		want   http.Header
 	}{{
+		name:   "groups header set, client spellings of it removed",
+		policy: testPolicy, bearer: true,
+		in:     http.Header{"X-User-Groups": {"admins"}, "X_user_groups": {"x"}},
+		want:   http.Header{"X-User-Id": {"me"}, "X-User-Groups": {"g1,g2"}},
+		groups: "g1,g2",
+	}, {
 		name:   "identity spellings replaced by the verified one",
 		policy: testPolicy, bearer: true,
 		in:   http.Header{"X-User-Id": {"victim"}, "X_user_id": {"victim"}, "Authorization": {"Bearer t"}},
-		want: http.Header{"X-User-Id": {"me"}, "Authorization": {"Bearer t"}},
+		want: http.Header{"X-User-Id": {"me"}, "X-User-Groups": {""}, "Authorization": {"Bearer t"}},
 	}, {
 		name:   "Connection tokens naming the identity go, the others stay",
 		policy: testPolicy, bearer: true,
 		in:   http.Header{"Connection": {"keep-alive, X-User-Id", "x_USER_id", "close"}},
-		want: http.Header{"X-User-Id": {"me"}, "Connection": {"keep-alive", "", "close"}},
+		want: http.Header{"X-User-Id": {"me"}, "X-User-Groups": {""}, "Connection": {"keep-alive", "", "close"}},
 	}, {
 		name:   "h2c upgrade and its settings removed",
 		policy: testPolicy, bearer: true,
 		in:   http.Header{"Connection": {"Upgrade, HTTP2-Settings"}, "Upgrade": {"h2c"}, "Http2-Settings": {"AAMAAABkAAQCAAAAAAIAAAAA"}},
-		want: http.Header{"X-User-Id": {"me"}, "Connection": {"Upgrade, HTTP2-Settings"}},
+		want: http.Header{"X-User-Id": {"me"}, "X-User-Groups": {""}, "Connection": {"Upgrade, HTTP2-Settings"}},
 	}, {
 		name:   "h2c hidden in a list or a second value removed",
 		policy: testPolicy, bearer: true,
 		in:   http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket, h2c"}},
-		want: http.Header{"X-User-Id": {"me"}, "Connection": {"Upgrade"}},
+		want: http.Header{"X-User-Id": {"me"}, "X-User-Groups": {""}, "Connection": {"Upgrade"}},
 	}, {
 		name:   "second Upgrade value removed",
 		policy: testPolicy, bearer: true,
 		in:   http.Header{"Upgrade": {"websocket", "h2c"}},
-		want: http.Header{"X-User-Id": {"me"}},
+		want: http.Header{"X-User-Id": {"me"}, "X-User-Groups": {""}},
 	}, {
 		name:   "WebSocket passes by default",
 		policy: testPolicy, bearer: true,
 		in:   http.Header{"Connection": {"Upgrade"}, "Upgrade": {"WebSocket"}, "Sec-Websocket-Key": {"k"}},
-		want: http.Header{"X-User-Id": {"me"}, "Connection": {"Upgrade"}, "Upgrade": {"WebSocket"}, "Sec-Websocket-Key": {"k"}},
+		want: http.Header{"X-User-Id": {"me"}, "X-User-Groups": {""}, "Connection": {"Upgrade"}, "Upgrade": {"WebSocket"}, "Sec-Websocket-Key": {"k"}},
 	}, {
 		name:   "no upgrade at all when the policy has none",
 		policy: Policy{KeepAuthorization: true}, bearer: true,
 		in:   http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}},
-		want: http.Header{"X-User-Id": {"me"}, "Connection": {"Upgrade"}},
+		want: http.Header{"X-User-Id": {"me"}, "X-User-Groups": {""}, "Connection": {"Upgrade"}},
 	}, {
 		name:   "session cookies removed, other cookies kept byte for byte",
 		policy: testPolicy, bearer: false,
 		in:   http.Header{"Cookie": {"theme=dark; access_token=a.b.c;lang=fr", "refresh_token=r", "x=1;  access_token=again"}},
-		want: http.Header{"X-User-Id": {"me"}, "Cookie": {"theme=dark; lang=fr", "x=1"}},
+		want: http.Header{"X-User-Id": {"me"}, "X-User-Groups": {""}, "Cookie": {"theme=dark; lang=fr", "x=1"}},
 	}, {
 		name:   "only session cookies: no Cookie header left",
 		policy: testPolicy, bearer: false,
 		in:   http.Header{"Cookie": {"access_token=a; refresh_token=b"}},
-		want: http.Header{"X-User-Id": {"me"}},
+		want: http.Header{"X-User-Id": {"me"}, "X-User-Groups": {""}},
 	}, {
 		name:   "an Authorization header that was not verified is not forwarded",
 		policy: testPolicy, bearer: false,
 		in:   http.Header{"Authorization": {"Basic dXNlcjpwdw=="}, "Cookie": {"access_token=a"}},
-		want: http.Header{"X-User-Id": {"me"}},
+		want: http.Header{"X-User-Id": {"me"}, "X-User-Groups": {""}},
 	}, {
 		name:   "strip_authorization",
 		policy: Policy{}, bearer: true,
 		in:   http.Header{"Authorization": {"Bearer t"}},
-		want: http.Header{"X-User-Id": {"me"}},
+		want: http.Header{"X-User-Id": {"me"}, "X-User-Groups": {""}},
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r, _ := http.NewRequest("GET", "http://gw/api/documents", nil)
 			r.Header = tt.in
-			tt.policy.Seal(r, "me", tt.bearer)
+			tt.policy.Seal(r, "me", tt.groups, tt.bearer)
 			if !reflect.DeepEqual(r.Header, tt.want) {
 				t.Errorf("got  %v\nwant %v", r.Header, tt.want)
 			}
@@ -115,7 +122,7 @@ func TestSealTrailers(t *testing.T) {
 	r := readRequest(t, "POST /api/documents/upload HTTP/1.1\nHost: gw\nTransfer-Encoding: chunked\n"+
 		"Trailer: X-User-Id, X_User_Id, X-Checksum\n\n"+
 		"5\nhello\n0\nX-User-Id: victim\nX_User_Id: victim\nX-Checksum: abc\nx-user-id: again\n\n")
-	testPolicy.Seal(r, "me", true)
+	testPolicy.Seal(r, "me", "", true)
 	if want := (http.Header{"X-Checksum": nil}); !reflect.DeepEqual(r.Trailer, want) {
 		t.Fatalf("declared trailers after Seal: %v, want %v", r.Trailer, want)
 	}
@@ -130,7 +137,7 @@ func TestSealTrailers(t *testing.T) {
 	// Trailers that were never declared arrive too.
 	r = readRequest(t, "POST /api/documents/upload HTTP/1.1\nHost: gw\nTransfer-Encoding: chunked\n\n"+
 		"5\nhello\n0\nX-User-Id: victim\nX-Other: 1\n\n")
-	testPolicy.Seal(r, "me", true)
+	testPolicy.Seal(r, "me", "", true)
 	if _, err := io.ReadAll(r.Body); err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +148,7 @@ func TestSealTrailers(t *testing.T) {
 	// A body of known length cannot carry trailers: it is not wrapped.
 	r = readRequest(t, "POST /api/documents/upload HTTP/1.1\nHost: gw\nContent-Length: 5\n\nhello")
 	body0 := r.Body
-	testPolicy.Seal(r, "me", true)
+	testPolicy.Seal(r, "me", "", true)
 	if r.Body != body0 {
 		t.Fatal("a body with a Content-Length was wrapped")
 	}
@@ -183,7 +190,7 @@ func BenchmarkSeal(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				r.Header = tc.header.Clone()
-				testPolicy.Seal(r, "3f1c2a4e-0000-4000-8000-000000000001", tc.name == "bearer")
+				testPolicy.Seal(r, "3f1c2a4e-0000-4000-8000-000000000001", "", tc.name == "bearer")
 			}
 		})
 	}

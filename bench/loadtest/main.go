@@ -719,15 +719,24 @@ func (m *meter) rounds(ctx context.Context, label string, together bool, run fun
 	return runs, disturbed, nil
 }
 
-// dropLine returns an edit of a Caddyfile that removes the line reading
-// exactly want (blanks aside), and fails if there is none.
+// dropLines returns an edit of a Caddyfile that removes each line
+// reading exactly want (blanks aside), or the directive want with its
+// block, and fails if there is none.
 func dropLines(want ...string) func(string) (string, error) {
 	return func(src string) (string, error) {
 		lines := strings.Split(src, "\n")
 		for _, w := range want {
 			kept := lines[:0:0]
+			inBlock := false
 			for _, l := range lines {
-				if strings.TrimSpace(l) != w {
+				t := strings.TrimSpace(l)
+				switch {
+				case inBlock:
+					inBlock = t != "}"
+				case t == w:
+				case t == w+" {": // the directive with its block
+					inBlock = true
+				default:
 					kept = append(kept, l)
 				}
 			}
