@@ -34,7 +34,31 @@ const (
 	maxDescriptionLen = 1000
 )
 
-var errAppNotFound = fastapi.NewError(http.StatusNotFound, "App not found")
+var (
+	errAppNotFound = fastapi.NewError(http.StatusNotFound, "App not found")
+	errAppRequired = fastapi.NewError(http.StatusConflict, "App is required by the gateway's configuration")
+)
+
+// RequireApp records that a route of the running configuration lets
+// through only users of the app key (accounts_auth's require_app): such
+// an app cannot be deleted, or the route would refuse everyone but the
+// admins.
+func (s *Service) RequireApp(key string) {
+	s.requiredMu.Lock()
+	defer s.requiredMu.Unlock()
+	if s.requiredApps == nil {
+		s.requiredApps = map[string]bool{}
+	}
+	s.requiredApps[key] = true
+}
+
+// appRequired reports whether a route of the running configuration
+// requires the app key.
+func (s *Service) appRequired(key string) bool {
+	s.requiredMu.Lock()
+	defer s.requiredMu.Unlock()
+	return s.requiredApps[key]
+}
 
 // App is an entry of the app registry, as the API shows it.
 type App struct {
@@ -237,6 +261,9 @@ func (s *Service) handleDeleteApp(w http.ResponseWriter, r *http.Request, p *Pri
 	key := pathAppKey(r, "key", &v)
 	if err := v.Err(); err != nil {
 		return err
+	}
+	if s.appRequired(key) {
+		return errAppRequired
 	}
 	tag, err := s.db.Exec(r.Context(), "DELETE FROM apps WHERE key = $1", key)
 	if err != nil {

@@ -333,3 +333,24 @@ func TestEmptyNotificationClearsEveryCachedUser(t *testing.T) {
 		return !a && !b
 	})
 }
+
+// TestDeleteRequiredAppRefused: an app that a route of the running
+// configuration requires (accounts_auth's require_app) cannot be
+// deleted, or the route would refuse everyone but the admins; closing it
+// stays possible.
+func TestDeleteRequiredAppRefused(t *testing.T) {
+	e := newTestEnv(t)
+	_, token := e.admin("root@example.com")
+	e.svc.RequireApp("documents")
+	bearer := map[string]string{"Authorization": "Bearer " + token}
+	e.table(t, []apitest.Scenario{
+		{Name: "required", Method: "DELETE", URL: "/api/admin/apps/documents", Headers: bearer,
+			ExpectedStatus: 409, ExpectedBody: apitest.Detail("App is required by the gateway's configuration")},
+		{Name: "closed instead", Method: "PUT", URL: "/api/admin/apps/documents", Headers: bearer,
+			Body: map[string]any{"name": "Documents", "open_to_all": false}, ExpectedStatus: 200},
+		{Name: "not required", Method: "DELETE", URL: "/api/admin/apps/ai", Headers: bearer, ExpectedStatus: 204},
+	})
+	if n := e.count("SELECT count(*) FROM apps WHERE key = 'documents'"); n != 1 {
+		t.Fatalf("%d documents apps after the refused delete, want 1", n)
+	}
+}

@@ -814,6 +814,8 @@ func TestOpenAPIRealResponses(t *testing.T) {
 		admin("PUT", "/api/admin/apps/wiki", map[string]any{"name": "  "}, 422)
 		admin("PUT", "/api/admin/apps/wiki", map[string]any{"name": "W", "x": 1}, 422, true)
 		admin("DELETE", "/api/admin/apps/gone", nil, 404)
+		e.svc.RequireApp("documents")
+		admin("DELETE", "/api/admin/apps/documents", nil, 409)
 		admin("DELETE", "/api/admin/apps/-", nil, 422, true)
 		admin("PUT", "/api/admin/apps/gone", map[string]any{"name": "Gone"}, 201)
 		admin("DELETE", "/api/admin/apps/gone", nil, 204)

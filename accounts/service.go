@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -85,6 +86,10 @@ type Service struct {
 	cache  *authCache
 	// limiter throttles /api/auth/*.
 	limiter *rateLimiter
+	// requiredApps are the apps a route of the running configuration
+	// requires (RequireApp).
+	requiredMu   sync.Mutex
+	requiredApps map[string]bool
 	// crossOrigin refuses cross-origin unsafe requests that a cookie
 	// authenticates.
 	crossOrigin *http.CrossOriginProtection

@@ -71,6 +71,9 @@ func (h *AuthHandler) Provision(ctx caddy.Context) error {
 	}
 	h.service = app.Service()
 	h.app = app
+	if h.RequireApp != "" {
+		h.service.RequireApp(h.RequireApp)
+	}
 	h.policy = edge.Policy{
 		Upgrades:          h.Upgrades,
 		KeepAuthorization: !h.StripAuthorization,
