@@ -12,16 +12,23 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 
 	"github.com/caddyaccounts/gateway/fastapi"
 )
 
 // Errors of the group routes; their details are part of the contract.
+// maxGroupsPerUser bounds a user's memberships (migration 0008), so that
+// X-User-Groups stays under 8 KiB: 200 ids and their commas are 7,399
+// bytes.
+const maxGroupsPerUser = 200
+
 var (
 	errGroupNotFound  = fastapi.NewError(http.StatusNotFound, "Group not found")
 	errGroupNameTaken = fastapi.NewError(http.StatusConflict, "Group name already exists")
 	errNotAMember     = fastapi.NewError(http.StatusNotFound, "User is not a member of the group")
+	errTooManyGroups  = fastapi.NewError(http.StatusConflict, fmt.Sprintf("User is in too many groups (at most %d)", maxGroupsPerUser))
 )
 
 // Group is a group of users, as the API shows it.
@@ -305,6 +312,10 @@ func (s *Service) handleMembership(w http.ResponseWriter, r *http.Request, p *Pr
 	}
 	add := r.Method == http.MethodPut
 	changed, err := s.setLink(r.Context(), linkMember, id, userID, add)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.ConstraintName == "group_members_per_user" {
+		return errTooManyGroups
+	}
 	if err != nil {
 		return err
 	}

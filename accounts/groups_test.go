@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -406,5 +407,40 @@ func TestConcurrentMembershipChanges(t *testing.T) {
 	}
 	if len(events) == 0 {
 		t.Fatal("no membership change audited")
+	}
+}
+
+// TestGroupsPerUserCapped: a user in 200 groups gets an X-User-Groups
+// value of 7,399 bytes, under 8 KiB; a 201st membership is refused with
+// 409 and changes nothing.
+func TestGroupsPerUserCapped(t *testing.T) {
+	e := newTestEnv(t)
+	_, token := e.admin("root@example.com")
+	u, _ := e.user("member@example.com")
+	e.exec(`INSERT INTO groups (name) SELECT 'group ' || n FROM generate_series(1, 201) n`)
+	e.exec(`INSERT INTO group_members (group_id, user_id)
+		SELECT id, $1 FROM groups WHERE name <> 'group 201'`, u.ID)
+
+	loaded, err := e.svc.userForAuth(context.Background(), u.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	header := loaded.GroupsHeader()
+	ids := strings.Split(header, ",")
+	if len(header) != 7399 || len(ids) != 200 || !slices.IsSorted(ids) {
+		t.Fatalf("X-User-Groups of 200 groups: %d bytes, %d ids, sorted %v", len(header), len(ids), slices.IsSorted(ids))
+	}
+
+	var last string
+	if err := e.db.QueryRow(context.Background(), `SELECT id::text FROM groups WHERE name = 'group 201'`).Scan(&last); err != nil {
+		t.Fatal(err)
+	}
+	e.table(t, []apitest.Scenario{{
+		Name: "201st group", Method: "PUT", URL: "/api/admin/groups/" + last + "/members/" + u.ID,
+		Headers:        map[string]string{"Authorization": "Bearer " + token},
+		ExpectedStatus: 409, ExpectedBody: apitest.Detail("User is in too many groups (at most 200)"),
+	}})
+	if n := e.count("SELECT count(*) FROM group_members WHERE user_id = $1", u.ID); n != 200 {
+		t.Fatalf("%d memberships after the refused one, want 200", n)
 	}
 }
