@@ -284,6 +284,13 @@ func (s *Service) handleDeleteApp(w http.ResponseWriter, r *http.Request, p *Pri
 // handleUserGrant serves PUT (grant) and DELETE (revoke)
 // /api/admin/users/{id}/apps/{key}; both are idempotent.
 func (s *Service) handleUserGrant(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	return s.changeGrant(w, r, p, linkUserApp, EventUserAppGrant, EventUserAppRevoke)
+}
+
+// changeGrant grants (PUT) or revokes (DELETE) the app {key} to the user
+// or group {id} that link names, and audits a change with grant or
+// revoke.
+func (s *Service) changeGrant(w http.ResponseWriter, r *http.Request, p *Principal, l link, grant, revoke string) error {
 	var v fastapi.ValidationError
 	id := fastapi.PathUUID(r, "id", &v)
 	key := pathAppKey(r, "key", &v)
@@ -291,15 +298,20 @@ func (s *Service) handleUserGrant(w http.ResponseWriter, r *http.Request, p *Pri
 		return err
 	}
 	add := r.Method == http.MethodPut
-	changed, err := s.setLink(r.Context(), linkUserApp, id, key, add)
+	changed, err := s.setLink(r.Context(), l, id, key, add)
 	if err != nil {
 		return err
 	}
 	if changed {
-		s.cache.invalidate(id)
-		event := EventUserAppGrant
+		if l == linkUserApp {
+			s.cache.invalidate(id)
+		} else {
+			// Every member is concerned; the notifications name each one.
+			s.cache.invalidate("")
+		}
+		event := grant
 		if !add {
-			event = EventUserAppRevoke
+			event = revoke
 		}
 		s.audit(r, event, p.User.ID, id, map[string]any{"app": key})
 	}

@@ -339,26 +339,5 @@ func (s *Service) handleMembership(w http.ResponseWriter, r *http.Request, p *Pr
 // handleGroupGrant serves PUT (grant) and DELETE (revoke)
 // /api/admin/groups/{id}/apps/{key}; both are idempotent.
 func (s *Service) handleGroupGrant(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	var v fastapi.ValidationError
-	id := fastapi.PathUUID(r, "id", &v)
-	key := pathAppKey(r, "key", &v)
-	if err := v.Err(); err != nil {
-		return err
-	}
-	add := r.Method == http.MethodPut
-	changed, err := s.setLink(r.Context(), linkGroupApp, id, key, add)
-	if err != nil {
-		return err
-	}
-	if changed {
-		// Every member is concerned; the notifications name each one.
-		s.cache.invalidate("")
-		event := EventGroupAppGrant
-		if !add {
-			event = EventGroupAppRevoke
-		}
-		s.audit(r, event, p.User.ID, id, map[string]any{"app": key})
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
+	return s.changeGrant(w, r, p, linkGroupApp, EventGroupAppGrant, EventGroupAppRevoke)
 }
