@@ -589,23 +589,36 @@ func (p *fuzzProvider) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
-// fuzzRoutes are the JSON routes with a body or a query; a path that
-// ends in "/" takes the fuzzed path segment.
-var fuzzRoutes = []struct{ method, path string }{
-	{http.MethodPut, "/api/profile"},
-	{http.MethodPatch, "/api/admin/users/"},
-	{http.MethodGet, "/api/admin/users"},
-	{http.MethodGet, "/api/admin/audit"},
-	{http.MethodPatch, "/api/settings/ai"},
-	{http.MethodPost, "/api/settings/ai/test"},
-	{http.MethodPatch, "/api/settings/documents/limits"},
-	{http.MethodPost, "/api/auth/refresh"},
-	{http.MethodPost, "/api/users/me/password"},
-	{http.MethodDelete, "/api/users/me/sessions/"},
-	{http.MethodPut, "/api/admin/apps/"},
-	{http.MethodPost, "/api/admin/groups"},
-	{http.MethodPatch, "/api/admin/groups/"},
-	{http.MethodGet, "/api/admin/groups"},
+// fuzzRoutes are the JSON routes with a body or a query, and those of
+// groups and grants; a path that ends in "/" takes the fuzzed path
+// segment, and one with "{}" takes the segment's "|"-separated parts
+// in turn. A 4xx of a route marked whole changes nothing at all: no
+// half-applied change.
+var fuzzRoutes = []struct {
+	method, path string
+	whole        bool
+}{
+	{http.MethodPut, "/api/profile", false},
+	{http.MethodPatch, "/api/admin/users/", false},
+	{http.MethodGet, "/api/admin/users", false},
+	{http.MethodGet, "/api/admin/audit", false},
+	{http.MethodPatch, "/api/settings/ai", false},
+	{http.MethodPost, "/api/settings/ai/test", false},
+	{http.MethodPatch, "/api/settings/documents/limits", false},
+	{http.MethodPost, "/api/auth/refresh", false},
+	{http.MethodPost, "/api/users/me/password", false},
+	{http.MethodDelete, "/api/users/me/sessions/", false},
+	{http.MethodPut, "/api/admin/apps/", true},
+	{http.MethodPost, "/api/admin/groups", true},
+	{http.MethodPatch, "/api/admin/groups/", true},
+	{http.MethodGet, "/api/admin/groups", true},
+	{http.MethodPut, "/api/admin/groups/{}/members/{}", true},
+	{http.MethodDelete, "/api/admin/groups/{}/members/{}", true},
+	{http.MethodPut, "/api/admin/groups/{}/apps/{}", true},
+	{http.MethodDelete, "/api/admin/users/{}/apps/{}", true},
+	{http.MethodPut, "/api/admin/users/{}/apps/{}", true},
+	{http.MethodDelete, "/api/admin/groups/", true},
+	{http.MethodDelete, "/api/admin/apps/", true},
 }
 
 // fuzzContentTypes are the Content-Types a FuzzAPIRoutes input picks
@@ -707,6 +720,13 @@ func FuzzAPIRoutes(f *testing.F) {
 			}
 			env.svc.cache.invalidate(u.ID)
 		}
+		// The group and the app that later inputs name, if one was deleted.
+		if _, err := env.db.Exec(ctx, "INSERT INTO groups (id, name) VALUES ($1, 'Fuzzers') ON CONFLICT DO NOTHING", groupID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := env.db.Exec(ctx, "INSERT INTO apps (key, name, open_to_all) VALUES ('ai', 'AI', true) ON CONFLICT DO NOTHING"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	// state is everything a refused request must leave as it was. The
 	// connection test's own audit event (settings.ai_test) is checked
@@ -720,6 +740,9 @@ func FuzzAPIRoutes(f *testing.F) {
 			(SELECT json_agg(x ORDER BY x.token_hash)::text FROM refresh_tokens x),
 			(SELECT json_agg(x ORDER BY x.key)::text FROM apps x),
 			(SELECT json_agg(x ORDER BY x.id)::text FROM groups x),
+			(SELECT json_agg(x ORDER BY x.group_id, x.user_id)::text FROM group_members x),
+			(SELECT json_agg(x ORDER BY x.user_id, x.app_key)::text FROM user_app_grants x),
+			(SELECT json_agg(x ORDER BY x.group_id, x.app_key)::text FROM group_app_grants x),
 			(SELECT count(*)::text FROM audit_events WHERE event <> 'settings.ai_test'))`).Scan(&db)
 		if err != nil {
 			t.Fatal(err)
@@ -853,6 +876,37 @@ func FuzzAPIRoutes(f *testing.F) {
 		// GET /api/admin/groups
 		{13, "", "q=fu%25&skip=1&limit=5", 1, ""},
 		{13, "", "q=%00&limit=0", 1, ""},
+		// PUT and DELETE /api/admin/groups/{id}/members/{user_id}
+		{14, groupID + "|" + victim.ID, "", 1, ""},
+		{14, groupID + "|" + victim.ID, "", 0, `{"role":"owner"}`},
+		{14, groupID + "|" + unknownID, "", 1, ""},
+		{14, unknownID + "|" + victim.ID, "", 1, ""},
+		{14, strings.ToUpper(groupID) + "|{" + victim.ID + "}", "", 1, ""},
+		{14, "nope|" + victim.ID, "", 1, ""},
+		{14, groupID + "|", "", 1, ""},
+		{15, groupID + "|" + victim.ID, "", 1, ""},
+		{15, groupID + "|" + victim.ID, "", 1, ""},
+		{15, groupID + "|not-a-uuid", "", 1, ""},
+		// PUT /api/admin/groups/{id}/apps/{key}
+		{16, groupID + "|documents", "", 1, ""},
+		{16, groupID + "|no-such-app", "", 1, ""},
+		{16, groupID + "|Bad Key", "", 1, ""},
+		{16, groupID + "|" + strings.Repeat("a", 65), "", 1, ""},
+		{16, unknownID + "|ai", "", 1, ""},
+		// DELETE and PUT /api/admin/users/{id}/apps/{key}
+		{18, victim.ID + "|documents", "", 1, ""},
+		{17, victim.ID + "|documents", "", 1, ""},
+		{17, victim.ID + "|ai", "", 1, ""},
+		{18, unknownID + "|documents", "", 1, ""},
+		{18, victim.ID + "|a\x00", "", 1, ""},
+		{18, "urn:uuid:" + victim.ID + "|ai|extra", "", 1, ""},
+		// DELETE /api/admin/apps/{key} and /api/admin/groups/{id}
+		{20, "no-such-app", "", 1, ""},
+		{20, "Bad", "", 1, ""},
+		{19, unknownID, "", 1, ""},
+		{19, "nope", "", 1, ""},
+		{20, "ai", "", 1, ""},
+		{19, groupID, "", 1, ""},
 	}
 	for _, s := range seeds {
 		f.Add(s.route, s.seg, s.query, s.ct, "application/json; charset=\"utf-8\"", []byte(s.body))
@@ -866,6 +920,14 @@ func FuzzAPIRoutes(f *testing.F) {
 		path := rt.path
 		if strings.HasSuffix(path, "/") {
 			path += url.PathEscape(seg)
+		}
+		parts := strings.Split(seg, "|")
+		for i := 0; strings.Contains(path, "{}"); i++ {
+			part := ""
+			if i < len(parts) {
+				part = parts[i]
+			}
+			path = strings.Replace(path, "{}", url.PathEscape(part), 1)
 		}
 		ct := contentType
 		if int(ctChoice) < len(fuzzContentTypes) {
@@ -959,7 +1021,7 @@ func FuzzAPIRoutes(f *testing.F) {
 			after := state(t)
 			// A refused body changes nothing; the connection test saves
 			// nothing, whatever it answers.
-			if (status == http.StatusUnprocessableEntity || rt.path == "/api/settings/ai/test") && after != before {
+			if (status == http.StatusUnprocessableEntity || rt.whole && status >= 400 || rt.path == "/api/settings/ai/test") && after != before {
 				t.Fatalf("%s: %d %s, but the state changed:\n%s\n->\n%s", what, status, w.Body.Bytes(), before, after)
 			}
 			if status < 300 {
