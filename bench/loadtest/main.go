@@ -4,10 +4,14 @@
 //   - a throwaway PostgreSQL cluster (internal/pgtest),
 //   - a stub document service on loopback (a small fixed JSON body),
 //   - "plain caddy": the same binary serving a Caddyfile that is only
-//     `reverse_proxy` to the stub (the baseline),
+//     `reverse_proxy` to the stub, with the same upstream pool as the
+//     project's Caddyfile (-idle-conns idle connections per host): the
+//     baseline,
 //   - "gateway": the binary serving the project's real Caddyfile, where
 //     /api/documents/* goes through accounts_auth, then reverse_proxy to
 //     the same stub, with a 4096-bit RS256 key,
+//   - "caddy, 32 idle": plain caddy with Caddy's default pool of 32 idle
+//     connections per host, which the gateway is also compared with,
 //
 // creates many distinct users directly in the database, signs an access
 // token for each, and runs wrk against the targets in interleaved rounds,
@@ -71,6 +75,10 @@ const (
 	goalP99DiffMS       = 0.5
 )
 
+// defaultPoolKey is the target of plain caddy with Caddy's default
+// upstream pool.
+const defaultPoolKey = "baseline_default_pool"
+
 // docPath is the path requested of every target; on the gateway it is a
 // document route, behind accounts_auth.
 const docPath = "/api/documents/x"
@@ -94,6 +102,7 @@ type options struct {
 	profile     bool
 	keep        bool
 	variants    bool
+	idleConns   int
 	pacedLoad   float64
 	quietWait   time.Duration
 	quietMax    float64
@@ -174,6 +183,7 @@ func parseFlags() options {
 	flag.BoolVar(&o.profile, "profile", envBool("PROFILE"), "after the rounds, take a CPU profile of each target under load (env PROFILE=1)")
 	flag.BoolVar(&o.keep, "keep", envBool("KEEP"), "keep the temp dir (Caddyfiles, tokens, key) (env KEEP=1)")
 	flag.BoolVar(&o.variants, "variants", envBool("VARIANTS"), "also measure the token check alone in front of the proxy, and the project's Caddyfile without accounts_auth/accounts_upload_limit, to attribute the overhead (env VARIANTS=1)")
+	flag.IntVar(&o.idleConns, "idle-conns", envInt("DOC_SERVICE_IDLE_CONNS", 128), "idle upstream connections per host kept by the gateway (the project's Caddyfile reads DOC_SERVICE_IDLE_CONNS) and by plain caddy (env DOC_SERVICE_IDLE_CONNS)")
 	flag.Float64Var(&o.pacedLoad, "paced-load", envFloat("PACED_LOAD", 0.5), "after the throughput rounds, as many rounds at this part of plain caddy's throughput, paced alike for every target, for latency at equal load; 0 skips them (env PACED_LOAD)")
 	flag.DurationVar(&o.quietWait, "quiet-wait", envDuration("QUIET_WAIT", 2*time.Minute), "before each run, wait up to this long for the machine to be idle; 0 does not wait (env QUIET_WAIT)")
 	flag.Float64Var(&o.quietMax, "quiet-max", float64(envInt("QUIET_MAX", 10)), "CPU taken by other processes, in % of the machine, above which it is busy and a run is repeated (env QUIET_MAX)")
@@ -288,9 +298,11 @@ type results struct {
 	Config  map[string]any    `json:"config"`
 	// Targets: plain caddy first, the gateway second, then any variants.
 	Targets []summary `json:"targets"`
-	// Ratios of the gateway to plain caddy.
-	Ratios ratios `json:"ratios"`
-	Goal   struct {
+	// Ratios of the gateway to plain caddy (with the gateway's upstream
+	// pool), and to plain caddy with Caddy's default pool.
+	Ratios            ratios  `json:"ratios"`
+	RatiosDefaultPool *ratios `json:"ratios_vs_default_pool,omitempty"`
+	Goal              struct {
 		ThroughputMin float64 `json:"throughput_min"`
 		P99MaxDiffMS  float64 `json:"p99_max_diff_ms"`
 		// P99At says which p99 is judged: "equal load" (the paced
@@ -424,9 +436,13 @@ func run(ctx context.Context, o options) error {
 	}
 	specs := []spec{
 		{key: "baseline", name: "plain caddy", caddyfile: func(site, admin string) string {
-			return fmt.Sprintf("# Plain Caddy: the baseline. Only reverse_proxy to the stub.\n{\n\tadmin %s\n}\n\n%s {\n\treverse_proxy %s\n}\n", admin, site, stub.addr)
+			return fmt.Sprintf("# Plain Caddy: the baseline. Only reverse_proxy to the stub, with the\n# gateway's upstream pool.\n{\n\tadmin %s\n}\n\n%s {\n\treverse_proxy %s {\n\t\ttransport http {\n\t\t\tkeepalive_idle_conns_per_host %d\n\t\t}\n\t}\n}\n",
+				admin, site, stub.addr, o.idleConns)
 		}},
 		{key: "gateway", name: "gateway", auth: true},
+		{key: defaultPoolKey, name: "caddy, 32 idle", caddyfile: func(site, admin string) string {
+			return fmt.Sprintf("# Plain Caddy with Caddy's default upstream pool (32 idle connections\n# per host).\n{\n\tadmin %s\n}\n\n%s {\n\treverse_proxy %s\n}\n", admin, site, stub.addr)
+		}},
 	}
 	if o.variants {
 		specs = append(specs,
@@ -456,15 +472,16 @@ func run(ctx context.Context, o options) error {
 		// The project's Caddyfile reads these; an accounts app configured
 		// by a Caddyfile of its own too.
 		for k, v := range map[string]string{
-			"SITE_ADDRESS":         t.URL,
-			"CADDY_ADMIN":          t.admin,
-			"DOC_SERVICE":          stub.addr,
-			"DATABASE_URL":         dbURL,
-			"JWT_PRIVATE_KEY_FILE": keyFile,
-			"JWT_ISSUER":           accounts.DefaultIssuer,
-			"TOKEN_LIFETIME":       "8h",
-			"SETTINGS_DIR":         filepath.Join(tmp, "settings"),
-			"FRONTEND_DIR":         filepath.Join(tmp, "frontend"),
+			"SITE_ADDRESS":           t.URL,
+			"CADDY_ADMIN":            t.admin,
+			"DOC_SERVICE":            stub.addr,
+			"DOC_SERVICE_IDLE_CONNS": strconv.Itoa(o.idleConns),
+			"DATABASE_URL":           dbURL,
+			"JWT_PRIVATE_KEY_FILE":   keyFile,
+			"JWT_ISSUER":             accounts.DefaultIssuer,
+			"TOKEN_LIFETIME":         "8h",
+			"SETTINGS_DIR":           filepath.Join(tmp, "settings"),
+			"FRONTEND_DIR":           filepath.Join(tmp, "frontend"),
 		} {
 			env[k] = v
 		}
@@ -517,7 +534,7 @@ func run(ctx context.Context, o options) error {
 		// without a token.
 		ready, status := t.URL+"/api/health", http.StatusOK
 		switch t.Key {
-		case "baseline":
+		case "baseline", defaultPoolKey:
 			ready = t.URL + docPath
 		case "gateway_authonly":
 			ready, status = t.URL+docPath, http.StatusUnauthorized
@@ -631,6 +648,12 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 	out.Ratios = *out.Targets[1].VsBaseline
+	for _, t := range out.Targets {
+		if t.Key == defaultPoolKey {
+			r := ratiosOf(t, out.Targets[1])
+			out.RatiosDefaultPool = &r
+		}
+	}
 	out.Goal.ThroughputMin = goalThroughputRatio
 	out.Goal.P99MaxDiffMS = goalP99DiffMS
 	g := out.Ratios

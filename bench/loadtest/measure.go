@@ -684,6 +684,10 @@ func printTable(w io.Writer, r *results) {
 	if paced {
 		fmt.Fprintf(w, "  at equal load: p50 %+.3f ms; server CPU per request ×%.2f\n", g.PacedP50DiffMS, g.PacedServerCPU)
 	}
+	if d := r.RatiosDefaultPool; d != nil {
+		fmt.Fprintf(w, "  against caddy with its default pool (32 idle connections per host): throughput ×%.3f (medians), ×%.3f (paired, %.3f–%.3f); server CPU per request ×%.2f\n",
+			d.Throughput, d.PairedThroughput, d.PairedThroughputMin, d.PairedThroughputMax, d.NormServerCPU)
+	}
 	// The other targets against the same goals, in short.
 	if len(r.Targets) > 2 {
 		fmt.Fprintln(w)
