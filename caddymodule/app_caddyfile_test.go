@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -137,13 +138,51 @@ func TestProjectCaddyfileAdapts(t *testing.T) {
 			t.Errorf("adapted config lacks %s", want)
 		}
 	}
-	// The auth handler must run before the proxy in the documents route.
-	if strings.Index(js, `"handler":"accounts_auth"`) > strings.Index(js, `"handler":"reverse_proxy"`) {
-		t.Error("accounts_auth is not before reverse_proxy")
+	// The site's routes, in order: the document requests pass the token
+	// check and the upload limit, skip the handle block of everything
+	// else (whose matcher is the exact complement of theirs), and reach
+	// the proxy; no nested block is built per document request.
+	var cfg struct {
+		Apps struct {
+			HTTP struct {
+				Servers map[string]struct {
+					Routes []struct {
+						Match  []map[string]json.RawMessage `json:"match"`
+						Handle []struct {
+							Handler string `json:"handler"`
+						} `json:"handle"`
+					} `json:"routes"`
+				} `json:"servers"`
+			} `json:"http"`
+		} `json:"apps"`
 	}
-	// The upload limit must run between the two.
-	if i := strings.Index(js, `"handler":"accounts_upload_limit"`); i < strings.Index(js, `"handler":"accounts_auth"`) || i > strings.Index(js, `"handler":"reverse_proxy"`) {
-		t.Error("accounts_upload_limit is not between accounts_auth and reverse_proxy")
+	if err := json.Unmarshal(out, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	const docs = `{"path":["/api/documents","/api/documents/*"]}`
+	want := []string{
+		"- accounts_strip_identity,accounts_security_headers",
+		docs + " accounts_auth,accounts_upload_limit",
+		`{"not":[` + docs + `]} subroute`,
+		docs + " reverse_proxy",
+	}
+	var got []string
+	for _, srv := range cfg.Apps.HTTP.Servers {
+		for _, r := range srv.Routes {
+			match := "-"
+			if len(r.Match) > 0 {
+				b, _ := json.Marshal(r.Match[0])
+				match = string(b)
+			}
+			var hs []string
+			for _, h := range r.Handle {
+				hs = append(hs, h.Handler)
+			}
+			got = append(got, match+" "+strings.Join(hs, ","))
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("the site's routes are\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
 	}
 }
 

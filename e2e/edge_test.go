@@ -144,11 +144,11 @@ func caddyfileWithAuthOptions(tb testing.TB, opts string) string {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	const line = "\n\t\taccounts_auth {\n"
+	const line = "\n\taccounts_auth @documents {\n"
 	if strings.Count(string(raw), line) != 1 {
 		tb.Fatalf("the project's Caddyfile has no single %q line", strings.TrimSpace(line))
 	}
-	text := strings.Replace(string(raw), line, line+indentLines(opts, "\t\t\t"), 1)
+	text := strings.Replace(string(raw), line, line+indentLines(opts, "\t\t"), 1)
 	path := filepath.Join(tb.TempDir(), "Caddyfile")
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		tb.Fatal(err)
