@@ -192,20 +192,34 @@ func (c *Client) Get(path, token string) *Response {
 // marshalled.
 func (c *Client) PostJSON(path, token string, body any) *Response {
 	c.t.Helper()
+	return c.SendJSON(http.MethodPost, path, token, body)
+}
+
+// SendJSON sends body as JSON, like PostJSON, with any method; a nil or
+// "" body sends none (and no Content-Type).
+func (c *Client) SendJSON(method, path, token string, body any) *Response {
+	c.t.Helper()
 	var raw []byte
 	switch b := body.(type) {
 	case string:
 		raw = []byte(b)
 	case []byte:
 		raw = b
+	case nil:
 	default:
 		var err error
 		if raw, err = json.Marshal(b); err != nil {
 			c.t.Fatal(err)
 		}
 	}
-	req := c.NewRequest(http.MethodPost, path, bytes.NewReader(raw))
-	req.Header.Set("Content-Type", "application/json")
+	var rd io.Reader
+	if len(raw) > 0 {
+		rd = bytes.NewReader(raw)
+	}
+	req := c.NewRequest(method, path, rd)
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	setToken(req, token)
 	return c.Do(req)
 }

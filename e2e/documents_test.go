@@ -129,11 +129,11 @@ func TestDocumentsUserPlaceholders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const proxy = "reverse_proxy {$DOC_SERVICE:doc-service:8001} {\n"
+	const proxy = "reverse_proxy @documents {$DOC_SERVICE:doc-service:8001} {\n"
 	if strings.Count(string(raw), proxy) != 1 {
 		t.Fatalf("the project's Caddyfile has no single %q", proxy)
 	}
-	text := strings.Replace(string(raw), proxy, proxy+"\t\t\theader_up X-Auth-User \"{http.auth.user.id} {http.auth.user.email} {http.auth.user.role}\"\n", 1)
+	text := strings.Replace(string(raw), proxy, proxy+"\t\theader_up X-Auth-User \"{http.auth.user.id} {http.auth.user.email} {http.auth.user.role}\"\n", 1)
 	caddyfile := filepath.Join(t.TempDir(), "Caddyfile")
 	if err := os.WriteFile(caddyfile, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
