@@ -170,15 +170,40 @@ func (s *Service) handleMyApps(w http.ResponseWriter, r *http.Request, p *Princi
 
 // ---- GET /api/admin/apps ----
 
-// handleListApps serves GET /api/admin/apps: every app, by key.
-func (s *Service) handleListApps(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	rows, err := s.db.Query(r.Context(), "SELECT "+appColumns+" FROM apps ORDER BY key")
+// ListApps returns every app of the registry, by key.
+func (s *Service) ListApps(ctx context.Context) ([]App, error) {
+	rows, err := s.db.Query(ctx, "SELECT "+appColumns+" FROM apps ORDER BY key")
 	if err != nil {
-		return fmt.Errorf("listing apps: %w", err)
+		return nil, fmt.Errorf("listing apps: %w", err)
 	}
 	apps, err := pgx.CollectRows(rows, collectApp)
 	if err != nil {
-		return fmt.Errorf("listing apps: %w", err)
+		return nil, fmt.Errorf("listing apps: %w", err)
+	}
+	return apps, nil
+}
+
+// FindApp returns the app key, or an error with status 404 (App not
+// found).
+func (s *Service) FindApp(ctx context.Context, key string) (App, error) {
+	if !appKeyRE.MatchString(key) {
+		return App{}, errAppNotFound
+	}
+	a, err := scanApp(s.db.QueryRow(ctx, "SELECT "+appColumns+" FROM apps WHERE key = $1", key))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return App{}, errAppNotFound
+	}
+	if err != nil {
+		return App{}, fmt.Errorf("reading app: %w", err)
+	}
+	return a, nil
+}
+
+// handleListApps serves GET /api/admin/apps: every app, by key.
+func (s *Service) handleListApps(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	apps, err := s.ListApps(r.Context())
+	if err != nil {
+		return err
 	}
 	fastapi.WriteJSON(w, http.StatusOK, apps)
 	return nil
@@ -284,39 +309,65 @@ func (s *Service) handleDeleteApp(w http.ResponseWriter, r *http.Request, p *Pri
 // handleUserGrant serves PUT (grant) and DELETE (revoke)
 // /api/admin/users/{id}/apps/{key}; both are idempotent.
 func (s *Service) handleUserGrant(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	return s.changeGrant(w, r, p, linkUserApp, EventUserAppGrant, EventUserAppRevoke)
+	return s.changeGrant(w, r, p, s.SetUserApp)
 }
 
 // changeGrant grants (PUT) or revokes (DELETE) the app {key} to the user
-// or group {id} that link names, and audits a change with grant or
-// revoke.
-func (s *Service) changeGrant(w http.ResponseWriter, r *http.Request, p *Principal, l link, grant, revoke string) error {
+// or group {id} with set (SetUserApp or SetGroupApp).
+func (s *Service) changeGrant(w http.ResponseWriter, r *http.Request, p *Principal,
+	set func(ctx context.Context, by Actor, id, key string, grant bool) (bool, error)) error {
 	var v fastapi.ValidationError
 	id := fastapi.PathUUID(r, "id", &v)
 	key := pathAppKey(r, "key", &v)
 	if err := v.Err(); err != nil {
 		return err
 	}
-	add := r.Method == http.MethodPut
-	changed, err := s.setLink(r.Context(), l, id, key, add)
-	if err != nil {
+	if _, err := set(r.Context(), apiActor(r, p), id, key, r.Method == http.MethodPut); err != nil {
 		return err
-	}
-	if changed {
-		if l == linkUserApp {
-			s.cache.invalidate(id)
-		} else {
-			// Every member is concerned; the notifications name each one.
-			s.cache.invalidate("")
-		}
-		event := grant
-		if !add {
-			event = revoke
-		}
-		s.audit(r, event, p.User.ID, id, map[string]any{"app": key})
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// SetUserApp grants (grant) or revokes the app key to the user userID
+// (a canonical UUID) and reports whether that changed anything: granting
+// twice or revoking what is not granted is no error. A user or app that
+// does not exist is an error with status 404. A change is audited as by's.
+func (s *Service) SetUserApp(ctx context.Context, by Actor, userID, key string, grant bool) (bool, error) {
+	return s.setGrant(ctx, by, linkUserApp, userID, key, grant, EventUserAppGrant, EventUserAppRevoke)
+}
+
+// SetGroupApp is SetUserApp for the group groupID: the grant holds for
+// each of its members.
+func (s *Service) SetGroupApp(ctx context.Context, by Actor, groupID, key string, grant bool) (bool, error) {
+	return s.setGrant(ctx, by, linkGroupApp, groupID, key, grant, EventGroupAppGrant, EventGroupAppRevoke)
+}
+
+// setGrant grants or revokes the app key to the user or group id that l
+// names, and audits a change with the event grantEvent or revokeEvent.
+func (s *Service) setGrant(ctx context.Context, by Actor, l link, id, key string, grant bool, grantEvent, revokeEvent string) (bool, error) {
+	if !fastapi.IsUUID(id) {
+		return false, l.leftMissing
+	}
+	if !appKeyRE.MatchString(key) {
+		return false, errAppNotFound
+	}
+	changed, err := s.setLink(ctx, l, id, key, grant)
+	if err != nil || !changed {
+		return false, err
+	}
+	if l == linkUserApp {
+		s.cache.invalidate(id)
+	} else {
+		// Every member is concerned; the notifications name each one.
+		s.cache.invalidate("")
+	}
+	event := grantEvent
+	if !grant {
+		event = revokeEvent
+	}
+	s.auditBy(ctx, by, event, id, map[string]any{"app": key})
+	return true, nil
 }
 
 // ---- GET /api/admin/users/{id}/apps ----

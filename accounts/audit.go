@@ -68,20 +68,60 @@ const maxUserAgentLen = 256
 // secret: no password, token, key or hash. A failure to write is logged,
 // never returned: the event already happened.
 func (s *Service) audit(r *http.Request, event, actor, target string, details map[string]any) {
+	// The event is recorded even if the client has gone away.
+	s.writeAudit(r.Context(), event, actor, target, ClientIP(r), cleanText(r.UserAgent(), maxUserAgentLen), details)
+}
+
+// writeAudit stores one audit event (see audit); ip and ua may be "".
+func (s *Service) writeAudit(ctx context.Context, event, actor, target, ip, ua string, details map[string]any) {
 	if details == nil {
 		details = map[string]any{}
 	}
-	ua := cleanText(r.UserAgent(), maxUserAgentLen)
-	// The event is recorded even if the client has gone away.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	_, err := s.db.Exec(ctx,
 		`INSERT INTO audit_events (event, actor_id, target_id, ip, user_agent, details)
 		 VALUES ($1, $2, $3, $4, $5, $6)`,
-		event, nullIfEmpty(actor), nullIfEmpty(target), nullIfEmpty(ClientIP(r)), nullIfEmpty(ua), details)
+		event, nullIfEmpty(actor), nullIfEmpty(target), nullIfEmpty(ip), nullIfEmpty(ua), details)
 	if err != nil {
 		s.log.Error("could not write audit event", zap.String("event", event), zap.Error(err))
 	}
+}
+
+// Actor is who makes a change of apps, groups or grants, as the audit
+// log records it: an admin through the API, or the command line.
+type Actor struct {
+	userID string
+	r      *http.Request // nil for the command line
+}
+
+// CommandLine is the actor of the `caddy accounts` subcommands. Their
+// audit events have no actor, address or user agent, and "via": "cli"
+// in their details.
+var CommandLine = Actor{}
+
+// apiActor is the admin p acting through request r.
+func apiActor(r *http.Request, p *Principal) Actor { return Actor{userID: p.User.ID, r: r} }
+
+// String names the actor in log lines: the user's id, or "cli".
+func (a Actor) String() string {
+	if a.r == nil {
+		return "cli"
+	}
+	return a.userID
+}
+
+// auditBy records a change that a made (see audit).
+func (s *Service) auditBy(ctx context.Context, a Actor, event, target string, details map[string]any) {
+	if a.r != nil {
+		s.audit(a.r, event, a.userID, target, details)
+		return
+	}
+	if details == nil {
+		details = map[string]any{}
+	}
+	details["via"] = "cli"
+	s.writeAudit(ctx, event, "", target, "", "", details)
 }
 
 // cleanText makes client-sent text storable: valid UTF-8, no NUL (which

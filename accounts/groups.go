@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -79,6 +80,44 @@ func (s *Service) groupByID(ctx context.Context, id string) (*Group, error) {
 	return g, nil
 }
 
+// FindGroup returns the group that ref names: its id, or else its name
+// in any letter case (surrounding spaces ignored). No such group is an
+// error with status 404 (Group not found).
+func (s *Service) FindGroup(ctx context.Context, ref string) (*Group, error) {
+	ref = strings.TrimSpace(ref)
+	if id, bad := fastapi.ParseUUID(ref); bad == "" {
+		g, err := s.groupByID(ctx, id)
+		if !errors.Is(err, errGroupNotFound) {
+			return g, err
+		}
+		// A group may be named like a UUID.
+	}
+	if fastapi.HasNUL(ref) || !utf8.ValidString(ref) {
+		return nil, errGroupNotFound // no stored name is such text
+	}
+	g, err := scanGroup(s.db.QueryRow(ctx, "SELECT "+groupColumns+" FROM groups g WHERE lower(g.name) = lower($1)", ref))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, errGroupNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading group: %w", err)
+	}
+	return g, nil
+}
+
+// ListGroups returns every group, by name.
+func (s *Service) ListGroups(ctx context.Context) ([]*Group, error) {
+	rows, err := s.db.Query(ctx, "SELECT "+groupColumns+" FROM groups g ORDER BY lower(g.name), g.id")
+	if err != nil {
+		return nil, fmt.Errorf("listing groups: %w", err)
+	}
+	groups, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*Group, error) { return scanGroup(row) })
+	if err != nil {
+		return nil, fmt.Errorf("listing groups: %w", err)
+	}
+	return groups, nil
+}
+
 // ---- GET /api/users/me/groups ----
 
 // handleMyGroups serves GET /api/users/me/groups: the caller's groups, by
@@ -141,19 +180,38 @@ func (s *Service) handleCreateGroup(w http.ResponseWriter, r *http.Request, p *P
 	if err := body.Finish(); err != nil {
 		return err
 	}
-	g, err := scanGroup(s.db.QueryRow(r.Context(), `WITH g AS (
+	g, err := s.CreateGroup(r.Context(), apiActor(r, p), name, desc)
+	if err != nil {
+		return err
+	}
+	fastapi.WriteJSON(w, http.StatusCreated, g)
+	return nil
+}
+
+// CreateGroup creates the group name (surrounding spaces trimmed; 1 to
+// 100 characters), with an optional description of at most 1,000. A
+// name that another group has in any letter case is an error with status
+// 409 (Group name already exists). The creation is audited as by's.
+func (s *Service) CreateGroup(ctx context.Context, by Actor, name string, desc *string) (*Group, error) {
+	name = strings.TrimSpace(name)
+	if n := utf8.RuneCountInString(name); n == 0 || n > maxNameLen || fastapi.HasNUL(name) || !utf8.ValidString(name) {
+		return nil, fmt.Errorf("a group name has 1 to %d characters of text", maxNameLen)
+	}
+	if desc != nil && (utf8.RuneCountInString(*desc) > maxDescriptionLen || fastapi.HasNUL(*desc) || !utf8.ValidString(*desc)) {
+		return nil, fmt.Errorf("a group description has at most %d characters of text", maxDescriptionLen)
+	}
+	g, err := scanGroup(s.db.QueryRow(ctx, `WITH g AS (
 			INSERT INTO groups (name, description) VALUES ($1, $2) RETURNING *
 		) SELECT `+groupColumns+` FROM g`, name, desc))
 	if isUniqueViolation(err) {
-		return errGroupNameTaken
+		return nil, errGroupNameTaken
 	}
 	if err != nil {
-		return fmt.Errorf("creating group: %w", err)
+		return nil, fmt.Errorf("creating group: %w", err)
 	}
-	s.log.Info("group created", zap.String("group_id", g.ID), zap.String("by", p.User.ID))
-	s.audit(r, EventGroupCreate, p.User.ID, g.ID, map[string]any{"name": g.Name})
-	fastapi.WriteJSON(w, http.StatusCreated, g)
-	return nil
+	s.log.Info("group created", zap.String("group_id", g.ID), zap.Stringer("by", by))
+	s.auditBy(ctx, by, EventGroupCreate, g.ID, map[string]any{"name": g.Name})
+	return g, nil
 }
 
 // ---- GET /api/admin/groups/{id} ----
@@ -311,27 +369,45 @@ func (s *Service) handleMembership(w http.ResponseWriter, r *http.Request, p *Pr
 		return err
 	}
 	add := r.Method == http.MethodPut
-	changed, err := s.setLink(r.Context(), linkMember, id, userID, add)
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.ConstraintName == "group_members_per_user" {
-		return errTooManyGroups
-	}
+	changed, err := s.SetMember(r.Context(), apiActor(r, p), id, userID, add)
 	if err != nil {
 		return err
 	}
 	if !add && !changed {
 		return errNotAMember
 	}
-	if changed {
-		s.cache.invalidate(userID)
-		event := EventGroupMemberAdd
-		if !add {
-			event = EventGroupMemberRemove
-		}
-		s.audit(r, event, p.User.ID, userID, map[string]any{"group_id": id})
-	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// SetMember adds (add) the user userID to the group groupID, or removes
+// them (both canonical UUIDs), and reports whether that changed
+// anything: adding a member again or removing one who is not is no
+// error. A group or user that does not exist is an error with status 404;
+// a user already in maxGroupsPerUser groups, one with status 409. A
+// change is audited as by's.
+func (s *Service) SetMember(ctx context.Context, by Actor, groupID, userID string, add bool) (bool, error) {
+	if !fastapi.IsUUID(groupID) {
+		return false, errGroupNotFound
+	}
+	if !fastapi.IsUUID(userID) {
+		return false, errUserNotFound
+	}
+	changed, err := s.setLink(ctx, linkMember, groupID, userID, add)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.ConstraintName == "group_members_per_user" {
+		return false, errTooManyGroups
+	}
+	if err != nil || !changed {
+		return false, err
+	}
+	s.cache.invalidate(userID)
+	event := EventGroupMemberAdd
+	if !add {
+		event = EventGroupMemberRemove
+	}
+	s.auditBy(ctx, by, event, userID, map[string]any{"group_id": groupID})
+	return true, nil
 }
 
 // ---- PUT and DELETE /api/admin/groups/{id}/apps/{key} ----
@@ -339,5 +415,5 @@ func (s *Service) handleMembership(w http.ResponseWriter, r *http.Request, p *Pr
 // handleGroupGrant serves PUT (grant) and DELETE (revoke)
 // /api/admin/groups/{id}/apps/{key}; both are idempotent.
 func (s *Service) handleGroupGrant(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	return s.changeGrant(w, r, p, linkGroupApp, EventGroupAppGrant, EventGroupAppRevoke)
+	return s.changeGrant(w, r, p, s.SetGroupApp)
 }

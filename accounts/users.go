@@ -119,6 +119,28 @@ func (s *Service) userByEmail(ctx context.Context, email string) (*User, string,
 	return u, hash, nil
 }
 
+// FindUser returns the user that ref names: their id, or else their
+// email address as login takes it (any letter case, surrounding spaces
+// ignored). No such user is an error with status 404 (User not found).
+func (s *Service) FindUser(ctx context.Context, ref string) (*User, error) {
+	ref = strings.TrimSpace(ref)
+	if id, bad := fastapi.ParseUUID(ref); bad == "" {
+		u, err := scanUser(s.db.QueryRow(ctx, "SELECT "+userColumns+" FROM users WHERE id = $1", id))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, errUserNotFound
+		}
+		if err != nil {
+			return nil, fmt.Errorf("loading user: %w", err)
+		}
+		return u, nil
+	}
+	u, _, err := s.userByEmail(ctx, ref)
+	if errors.Is(err, errNoUser) {
+		return nil, errUserNotFound
+	}
+	return u, err
+}
+
 // errEmailTaken is returned by createUser for a duplicate email.
 var errEmailTaken = fastapi.NewError(http.StatusConflict, "Email already registered")
 

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,13 +19,14 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddyaccounts/gateway/accounts"
+	"github.com/caddyaccounts/gateway/fastapi"
 	"github.com/caddyaccounts/gateway/migrations"
 )
 
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "accounts",
-		Usage: "genkeys | migrate | create-admin",
+		Usage: "genkeys | migrate | create-admin | list-apps | list-groups | create-group | grant | revoke | add-member | remove-member",
 		Short: "Manages the accounts database and keys",
 		Long: `
 Tools for the accounts app.
@@ -33,12 +36,27 @@ Tools for the accounts app.
   migrate       applies the database migrations and lists the accounts
                 whose email is the same mailbox as an older account's.
   create-admin  creates an active admin, or makes an existing account one.
+  list-apps     lists the app registry: key, open or closed, name.
+  list-groups   lists the groups: id, name, member count, granted apps.
+  create-group  creates a group by name (says so if it exists already).
+  grant         grants an app to a user or a group.
+  revoke        revokes an app from a user or a group.
+  add-member    adds a user to a group.
+  remove-member removes a user from a group.
 
-migrate and create-admin find the database in DATABASE_URL, or in the
-accounts block of the config (--config, default ./Caddyfile if present).
+Every command but genkeys finds the database in DATABASE_URL, or in the
+accounts block of the config (--config, default ./Caddyfile if present),
+and applies the migrations first. Users are named by email (any letter
+case) or id, groups by name (any letter case) or id, apps by key. The
+changes are the API's: audited (with "via": "cli" and no actor) and seen
+by every running gateway at the user's next request. A change that is
+already in place is no error ("already ..."); an unknown user, group or
+app is one, on one line, with a non-zero exit status.
 `,
 		CobraFunc: func(cmd *cobra.Command) {
-			cmd.AddCommand(genkeysCommand(), migrateCommand(), createAdminCommand())
+			cmd.AddCommand(genkeysCommand(), migrateCommand(), createAdminCommand(),
+				listAppsCommand(), listGroupsCommand(), createGroupCommand(),
+				grantCommand(true), grantCommand(false), memberCommand(true), memberCommand(false))
 		},
 	})
 }
@@ -243,6 +261,299 @@ the password policy.`,
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), "%s admin %s (%s)\n", verb, u.Email, u.ID)
 		return nil
+	}
+	return cmd
+}
+
+// withService runs f with a service on the database of the config that
+// config and adapter name (see appFromConfig), within two minutes.
+func withService(cmd *cobra.Command, config, adapter string, f func(ctx context.Context, svc *accounts.Service) error) error {
+	app, err := appFromConfig(config, adapter)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Minute)
+	defer cancel()
+	svc, closeDB, err := openService(ctx, app)
+	if err != nil {
+		return err
+	}
+	defer closeDB()
+	return cliError(f(ctx, svc))
+}
+
+// cliError turns an API error (such as 409 Group name already exists)
+// into its detail alone; other errors pass unchanged.
+func cliError(err error) error {
+	var fe *fastapi.Error
+	if errors.As(err, &fe) && fe.Err == nil {
+		return errors.New(fe.Detail)
+	}
+	return err
+}
+
+// notFound turns a 404 of a lookup into `no <what> "<ref>"`.
+func notFound(err error, what, ref string) error {
+	var fe *fastapi.Error
+	if errors.As(err, &fe) && fe.Status == http.StatusNotFound {
+		return fmt.Errorf("no %s %q", what, ref)
+	}
+	return err
+}
+
+// writeJSON writes v as indented JSON and a newline.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func listAppsCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "list-apps [--json] [--config FILE]",
+		Short: "Lists the app registry",
+		Long: `Lists every app, one a line, by key: the key, "open" (open to every
+signed-in user) or "closed" (granted users and groups only), and the
+name, separated by tabs. --json writes what GET /api/admin/apps answers.`,
+		Args: cobra.NoArgs,
+	}
+	asJSON := cmd.Flags().Bool("json", false, "write a JSON array")
+	config, adapter := configFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		return withService(cmd, *config, *adapter, func(ctx context.Context, svc *accounts.Service) error {
+			apps, err := svc.ListApps(ctx)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if *asJSON {
+				return writeJSON(out, apps)
+			}
+			for _, a := range apps {
+				access := "closed"
+				if a.OpenToAll {
+					access = "open"
+				}
+				fmt.Fprintf(out, "%s\t%s\t%s\n", a.Key, access, a.Name)
+			}
+			return nil
+		})
+	}
+	return cmd
+}
+
+func listGroupsCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "list-groups [--json] [--config FILE]",
+		Short: "Lists the groups",
+		Long: `Lists every group, one a line, by name: the id, the name, the number of
+members and the keys of the apps granted to it (comma-separated, empty
+for none), separated by tabs. --json writes the group objects of
+GET /api/admin/groups.`,
+		Args: cobra.NoArgs,
+	}
+	asJSON := cmd.Flags().Bool("json", false, "write a JSON array")
+	config, adapter := configFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		return withService(cmd, *config, *adapter, func(ctx context.Context, svc *accounts.Service) error {
+			groups, err := svc.ListGroups(ctx)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if *asJSON {
+				return writeJSON(out, groups)
+			}
+			for _, g := range groups {
+				fmt.Fprintf(out, "%s\t%s\t%d\t%s\n", g.ID, g.Name, g.MemberCount, strings.Join(g.Apps, ","))
+			}
+			return nil
+		})
+	}
+	return cmd
+}
+
+func createGroupCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "create-group --name NAME [--description TEXT] [--config FILE]",
+		Short: "Creates a group",
+		Long: `Creates a group named NAME (1 to 100 characters; unique in any letter
+case) and prints its id. If a group has that name already, it is left as
+it is and the command says so, with success.`,
+		Args: cobra.NoArgs,
+	}
+	name := cmd.Flags().String("name", "", "the group's name")
+	description := cmd.Flags().String("description", "", "the group's description")
+	config, adapter := configFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if *name == "" {
+			return errors.New("--name is required")
+		}
+		var desc *string
+		if cmd.Flags().Changed("description") {
+			desc = description
+		}
+		return withService(cmd, *config, *adapter, func(ctx context.Context, svc *accounts.Service) error {
+			g, err := svc.CreateGroup(ctx, accounts.CommandLine, *name, desc)
+			verb := "created"
+			if err != nil {
+				var fe *fastapi.Error
+				if !errors.As(err, &fe) || fe.Status != http.StatusConflict {
+					return err
+				}
+				// Taken: report the group that has the name.
+				if g, err = svc.FindGroup(ctx, *name); err != nil {
+					return err
+				}
+				verb = "already exists:"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s group %q (%s)\n", verb, g.Name, g.ID)
+			return nil
+		})
+	}
+	return cmd
+}
+
+// target is the user or group that --user or --group names.
+type target struct {
+	kind, label, id string // kind "user" or "group"
+}
+
+// findTarget resolves exactly one of userRef and groupRef.
+func findTarget(ctx context.Context, svc *accounts.Service, userRef, groupRef string) (target, error) {
+	switch {
+	case (userRef == "") == (groupRef == ""):
+		return target{}, errors.New("name either --user or --group")
+	case userRef != "":
+		u, err := svc.FindUser(ctx, userRef)
+		if err != nil {
+			return target{}, notFound(err, "user", userRef)
+		}
+		return target{"user", u.Email, u.ID}, nil
+	default:
+		g, err := svc.FindGroup(ctx, groupRef)
+		if err != nil {
+			return target{}, notFound(err, "group", groupRef)
+		}
+		return target{"group", strconv.Quote(g.Name), g.ID}, nil
+	}
+}
+
+func (t target) String() string { return fmt.Sprintf("%s %s (%s)", t.kind, t.label, t.id) }
+
+// grantCommand is grant (grant) or revoke.
+func grantCommand(grant bool) *cobra.Command {
+	name, short, long := "grant", "Grants an app to a user or a group",
+		`Grants the app KEY to a user (by email or id) or to a group (by name or
+id): the user, or each member of the group, may use it at the next
+request, on every gateway. Granting again is no error ("already").`
+	if !grant {
+		name, short, long = "revoke", "Revokes an app from a user or a group",
+			`Revokes the app KEY from a user (by email or id) or a group (by name or
+id). The user may still use the app if it is open to all, granted
+through another group, or if they are an admin. Revoking what is not
+granted is no error ("already").`
+	}
+	cmd := &cobra.Command{
+		Use:   name + " --app KEY (--user EMAIL|ID | --group NAME|ID) [--config FILE]",
+		Short: short,
+		Long:  long,
+		Args:  cobra.NoArgs,
+	}
+	appKey := cmd.Flags().String("app", "", "the app's key")
+	userRef := cmd.Flags().String("user", "", "the user's email or id")
+	groupRef := cmd.Flags().String("group", "", "the group's name or id")
+	config, adapter := configFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if *appKey == "" {
+			return errors.New("--app is required")
+		}
+		if (*userRef == "") == (*groupRef == "") {
+			return errors.New("name either --user or --group")
+		}
+		return withService(cmd, *config, *adapter, func(ctx context.Context, svc *accounts.Service) error {
+			app, err := svc.FindApp(ctx, *appKey)
+			if err != nil {
+				return notFound(err, "app", *appKey)
+			}
+			t, err := findTarget(ctx, svc, *userRef, *groupRef)
+			if err != nil {
+				return err
+			}
+			set := svc.SetUserApp
+			if t.kind == "group" {
+				set = svc.SetGroupApp
+			}
+			changed, err := set(ctx, accounts.CommandLine, t.id, app.Key, grant)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			switch {
+			case grant && changed:
+				fmt.Fprintf(out, "granted app %s to %s\n", app.Key, t)
+			case grant:
+				fmt.Fprintf(out, "app %s already granted to %s\n", app.Key, t)
+			case changed:
+				fmt.Fprintf(out, "revoked app %s from %s\n", app.Key, t)
+			default:
+				fmt.Fprintf(out, "app %s already not granted to %s\n", app.Key, t)
+			}
+			return nil
+		})
+	}
+	return cmd
+}
+
+// memberCommand is add-member (add) or remove-member.
+func memberCommand(add bool) *cobra.Command {
+	name, short, long := "add-member", "Adds a user to a group",
+		`Adds a user (by email or id) to a group (by name or id). Adding a member
+again is no error ("already"); a user may be in at most 200 groups.`
+	if !add {
+		name, short, long = "remove-member", "Removes a user from a group",
+			`Removes a user (by email or id) from a group (by name or id). Removing
+one who is not a member is no error ("already").`
+	}
+	cmd := &cobra.Command{
+		Use:   name + " --group NAME|ID --user EMAIL|ID [--config FILE]",
+		Short: short,
+		Long:  long,
+		Args:  cobra.NoArgs,
+	}
+	groupRef := cmd.Flags().String("group", "", "the group's name or id")
+	userRef := cmd.Flags().String("user", "", "the user's email or id")
+	config, adapter := configFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if *groupRef == "" || *userRef == "" {
+			return errors.New("--group and --user are required")
+		}
+		return withService(cmd, *config, *adapter, func(ctx context.Context, svc *accounts.Service) error {
+			g, err := findTarget(ctx, svc, "", *groupRef)
+			if err != nil {
+				return err
+			}
+			u, err := findTarget(ctx, svc, *userRef, "")
+			if err != nil {
+				return err
+			}
+			changed, err := svc.SetMember(ctx, accounts.CommandLine, g.id, u.id, add)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			switch {
+			case add && changed:
+				fmt.Fprintf(out, "added %s to %s\n", u, g)
+			case add:
+				fmt.Fprintf(out, "%s already in %s\n", u, g)
+			case changed:
+				fmt.Fprintf(out, "removed %s from %s\n", u, g)
+			default:
+				fmt.Fprintf(out, "%s already not in %s\n", u, g)
+			}
+			return nil
+		})
 	}
 	return cmd
 }

@@ -2,10 +2,12 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -17,7 +19,7 @@ import (
 )
 
 // The binary's command line: `caddy accounts genkeys | migrate |
-// create-admin`, and Caddy's own list-modules and adapt with the project's
+// create-admin | list-apps | ... | remove-member`, and Caddy's own list-modules and adapt with the project's
 // modules and Caddyfile.
 
 var envLine = regexp.MustCompile(`(?ms)^(JWT_PRIVATE_KEY|JWT_PUBLIC_KEY)="([^"]*)"$`)
@@ -242,5 +244,70 @@ func TestCLIAdaptCaddyfile(t *testing.T) {
 		if strings.Contains(errOut, `"level":"warn"`) {
 			t.Errorf("%v: warnings:\n%s", args, errOut)
 		}
+	}
+}
+
+// TestCLIGrantLetsThrough: with the documents app closed, a grant made by
+// `caddy accounts grant` lets the user through require_app on a running
+// gateway within propagationLimit of the command's exit (the change is
+// committed before it exits; the gateway learns of it by the database's
+// notification), a revoke refuses the user as fast, and so does a grant
+// to a group made with create-group and add-member. An unknown user is a
+// one-line error and exit status 1.
+func TestCLIGrantLetsThrough(t *testing.T) {
+	t.Parallel()
+	g := startGateway(t, GatewayOptions{})
+	c := g.Client(t)
+	adminEmail, adminPassword := uniqueEmail(t), randomPassword()
+	createAdmin(t, g.DatabaseURL, adminEmail, adminPassword)
+	admin := c.Login(adminEmail, adminPassword)
+	user, _, token := c.NewUser()
+	env := map[string]string{"DATABASE_URL": g.DatabaseURL}
+	cli := func(want string, args ...string) time.Time {
+		t.Helper()
+		out, errOut, err := runCLI(t, env, "", append([]string{"accounts"}, args...)...)
+		done := time.Now()
+		if err != nil {
+			t.Fatalf("caddy accounts %s: %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, out, errOut)
+		}
+		if out != want {
+			t.Fatalf("caddy accounts %s printed %q, want %q", strings.Join(args, " "), out, want)
+		}
+		return done
+	}
+	documents := func() *Response { return c.Get("/api/documents/d-"+randomHex(6), token) }
+	through, refused := statusIs(http.StatusOK, documents), statusIs(http.StatusForbidden, documents)
+
+	req := c.NewRequest(http.MethodPut, "/api/admin/apps/documents", strings.NewReader(`{"name": "Documents", "open_to_all": false}`))
+	req.Header.Set("Content-Type", "application/json")
+	setToken(req, admin)
+	expectStatus(t, c.Do(req), http.StatusOK)
+	propagation(t, "documents closed", time.Now(), refused)
+
+	u := "user " + user.Email + " (" + user.ID + ")"
+	since := cli("granted app documents to "+u+"\n", "grant", "--app", "documents", "--user", strings.ToUpper(user.Email))
+	propagation(t, "granted by the command line", since, through)
+	since = cli("revoked app documents from "+u+"\n", "revoke", "--app", "documents", "--user", user.ID)
+	propagation(t, "revoked by the command line", since, refused)
+
+	out, errOut, err := runCLI(t, env, "", "accounts", "create-group", "--name", "Readers")
+	var group string
+	if _, scanErr := fmt.Sscanf(out, "created group \"Readers\" (%36s)\n", &group); err != nil || scanErr != nil {
+		t.Fatalf("create-group: %v %v\nstdout: %s\nstderr: %s", err, scanErr, out, errOut)
+	}
+	grp := `group "Readers" (` + group + `)`
+	cli("added "+u+" to "+grp+"\n", "add-member", "--group", "readers", "--user", user.Email)
+	propagation(t, "a member of a group without the app", time.Now(), refused)
+	since = cli("granted app documents to "+grp+"\n", "grant", "--app", "documents", "--group", "Readers")
+	propagation(t, "granted to the group by the command line", since, through)
+	cli("app documents already granted to "+grp+"\n", "grant", "--app", "documents", "--group", group)
+
+	out, errOut, err = runCLI(t, env, "", "accounts", "grant", "--app", "documents", "--user", "nobody@example.com")
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("grant to an unknown user: %v, want exit status 1\nstdout: %s\nstderr: %s", err, out, errOut)
+	}
+	if want := "Error: no user \"nobody@example.com\"\n"; out != "" || errOut != want {
+		t.Errorf("grant to an unknown user: stdout %q, stderr %q, want only %q", out, errOut, want)
 	}
 }
