@@ -98,8 +98,9 @@ func (s *Service) handleListUsers(w http.ResponseWriter, r *http.Request, p *Pri
 // userAccess is a change of a user's role and active state; nil keeps
 // the current value.
 type userAccess struct {
-	role   *string
-	active *bool
+	role     *string
+	active   *bool
+	verified *bool
 }
 
 // removesAdmin reports whether the change could take admin rights away
@@ -109,7 +110,7 @@ func (c userAccess) removesAdmin() bool {
 }
 
 // readUserAccess reads the body of PATCH /api/admin/users/{id}: role
-// ("user" or "admin") and is_active, both optional; null is the same as
+// ("user" or "admin"), is_active and email_verified, all optional; null is the same as
 // absent, as with the old backend's Optional fields. is_active is read
 // as pydantic reads a bool from JSON in lax mode: true/false, 0/1, or a
 // string that parseBoolString accepts.
@@ -123,18 +124,28 @@ func readUserAccess(body *fastapi.Object) userAccess {
 			c.role = &role
 		}
 	}
-	if raw, ok := body.OptionalRaw("is_active"); ok && !fastapi.IsNull(raw) {
-		if v, typ := laxJSONBool(raw); typ != "" {
-			msg := fastapi.MsgBool
-			if typ == "bool_parsing" {
-				msg = fastapi.MsgBoolParsing
-			}
-			body.Add(typ, msg, "is_active")
-		} else {
-			c.active = &v
-		}
-	}
+	c.active = readLaxBool(body, "is_active")
+	c.verified = readLaxBool(body, "email_verified")
 	return c
+}
+
+// readLaxBool reads the optional bool field name (null is absent) with
+// laxJSONBool, failing the field when it is not one.
+func readLaxBool(body *fastapi.Object, name string) *bool {
+	raw, ok := body.OptionalRaw(name)
+	if !ok || fastapi.IsNull(raw) {
+		return nil
+	}
+	v, typ := laxJSONBool(raw)
+	if typ != "" {
+		msg := fastapi.MsgBool
+		if typ == "bool_parsing" {
+			msg = fastapi.MsgBoolParsing
+		}
+		body.Add(typ, msg, name)
+		return nil
+	}
+	return &v
 }
 
 // laxJSONBool reads a JSON value as a bool the way pydantic's lax mode
@@ -193,22 +204,25 @@ func (s *Service) setUserAccess(ctx context.Context, id string, c userAccess) (b
 			return err
 		}
 		before, after = cur, cur
-		role, active := cur.Role, cur.IsActive
+		role, active, verified := cur.Role, cur.IsActive, cur.EmailVerified
 		if c.role != nil {
 			role = *c.role
 		}
 		if c.active != nil {
 			active = *c.active
 		}
-		if role == cur.Role && active == cur.IsActive {
+		if c.verified != nil {
+			verified = *c.verified
+		}
+		if role == cur.Role && active == cur.IsActive && verified == cur.EmailVerified {
 			return nil
 		}
 		if cur.Role == RoleAdmin && cur.IsActive && (role != RoleAdmin || !active) && !hasOtherThan(admins, cur.ID) {
 			return errLastAdmin
 		}
 		after, err = scanUser(tx.QueryRow(ctx,
-			"UPDATE users SET role = $2, is_active = $3, updated_at = now() WHERE id = $1 RETURNING "+userColumns,
-			id, role, active))
+			"UPDATE users SET role = $2, is_active = $3, email_verified = $4, updated_at = now() WHERE id = $1 RETURNING "+userColumns,
+			id, role, active, verified))
 		if err != nil || !cur.IsActive || active {
 			return err
 		}
@@ -283,6 +297,9 @@ func (s *Service) patchUser(w http.ResponseWriter, r *http.Request, p *Principal
 		s.log.Info("user active state changed", zap.String("user_id", after.ID), zap.String("by", p.User.ID),
 			zap.Bool("from", before.IsActive), zap.Bool("to", after.IsActive))
 		s.audit(r, EventUserActiveChange, p.User.ID, after.ID, map[string]any{"from": before.IsActive, "to": after.IsActive})
+	}
+	if before.EmailVerified != after.EmailVerified {
+		s.audit(r, EventEmailVerifiedChange, p.User.ID, after.ID, map[string]any{"from": before.EmailVerified, "to": after.EmailVerified})
 	}
 	fastapi.WriteJSON(w, http.StatusOK, after)
 	return nil

@@ -36,14 +36,19 @@ const (
 	EventGroupDelete      = "group.delete"
 	// EventGroupMemberAdd and EventGroupMemberRemove name the user as
 	// target and the group in details.
-	EventGroupMemberAdd    = "group.member_add"
-	EventGroupMemberRemove = "group.member_remove"
-	EventUserAppGrant      = "user.app_grant"
-	EventUserAppRevoke     = "user.app_revoke"
-	EventGroupAppGrant     = "group.app_grant"
-	EventGroupAppRevoke    = "group.app_revoke"
-	EventSettingsChange    = settings.EventChange
-	EventSettingsAITest    = settings.EventAITest
+	EventGroupMemberAdd      = "group.member_add"
+	EventGroupMemberRemove   = "group.member_remove"
+	EventUserAppGrant        = "user.app_grant"
+	EventUserAppRevoke       = "user.app_revoke"
+	EventGroupAppGrant       = "group.app_grant"
+	EventGroupAppRevoke      = "group.app_revoke"
+	EventEmailVerified       = "email.verified"
+	EventEmailVerifiedChange = "user.email_verified_change"
+	EventPasswordReset       = "password.reset"
+	EventPasswordResetSent   = "password.reset_sent"
+	EventMailFailed          = "mail.failed"
+	EventSettingsChange      = settings.EventChange
+	EventSettingsAITest      = settings.EventAITest
 )
 
 // AuditEvent is one row of the audit log, as GET /api/admin/audit shows

@@ -1,7 +1,6 @@
 package accounts
 
 import (
-	"context"
 	"net/http"
 	"sync"
 	"testing"
@@ -12,13 +11,7 @@ import (
 // waits until it listens.
 func (e *testEnv) startListening() {
 	e.t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		e.svc.Run(ctx)
-	}()
-	e.t.Cleanup(func() { cancel(); <-done })
+	runService(e.t, e.svc)
 	deadline := time.Now().Add(10 * time.Second)
 	for !e.svc.cache.listening.Load() {
 		if time.Now().After(deadline) {

@@ -87,6 +87,10 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) error {
 		s.audit(r, EventLoginFailure, "", u.ID, map[string]any{"reason": "inactive"})
 		return errInactiveUser
 	}
+	if s.cfg.Mail.RequireVerification && !u.EmailVerified {
+		s.audit(r, EventLoginFailure, "", u.ID, map[string]any{"reason": "email_not_verified"})
+		return errEmailNotVerified
+	}
 	if rehash {
 		if newHash, err := s.hasher.Hash(ctx, password); err == nil {
 			if err := s.setPasswordHash(ctx, u.ID, newHash); err != nil {

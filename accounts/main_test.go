@@ -66,6 +66,21 @@ func newTestEnv(t testing.TB, cfg ...func(*Config)) *testEnv {
 	return &testEnv{t: t, svc: svc, db: pool, srv: newServer(t, svc), logs: logs}
 }
 
+// runService runs svc's background work (change listener, outbox
+// sender) until the test ends.
+func runService(t testing.TB, svc *Service) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		svc.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+}
+
 // newServer serves svc's API on loopback until the test ends.
 func newServer(t testing.TB, svc *Service) *httptest.Server {
 	srv := httptest.NewServer(svc.Handler())

@@ -15,7 +15,18 @@ const userChangedChannel = "accounts_user_changed"
 // Run listens for user changes until ctx ends, reconnecting after
 // failures. While it is not listening, user state is read from the
 // database on every request.
+//
+// With a mailer, it also runs the mail outbox's sender, and returns once
+// the sender has stopped too.
 func (s *Service) Run(ctx context.Context) {
+	if s.cfg.Mail.Mailer != nil {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			s.runOutbox(ctx)
+		}()
+		defer func() { <-done }()
+	}
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		connected, err := s.listen(ctx)

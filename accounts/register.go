@@ -43,10 +43,17 @@ func (s *Service) handleRegister(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	u, err := s.createUser(r.Context(), email, hash, RoleUser, fullName)
+	u, err := s.createUser(r.Context(), email, hash, RoleUser, fullName, false)
 	if err != nil {
 		return err
 	}
+	// The verification mail; an account is usable at once unless the
+	// verification is required, so a failure here only logs: the user
+	// can ask for another mail.
+	if err := s.queueMail(r.Context(), s.db, mailVerifyEmail, u.ID, ""); err != nil {
+		s.log.Warn("could not queue the verification mail", zap.String("user_id", u.ID), zap.Error(err))
+	}
+	s.wakeSender()
 	s.log.Info("user registered", zap.String("user_id", u.ID))
 	s.audit(r, EventRegister, u.ID, u.ID, nil)
 	fastapi.WriteJSON(w, http.StatusCreated, u)

@@ -52,6 +52,14 @@ func (s *Service) Handler() http.Handler {
 	handle("PATCH /api/admin/users/{id}", s.withPrincipal(RoleAdmin, s.handlePatchUser))
 	handle("GET /api/admin/audit", s.withPrincipal(RoleAdmin, s.handleListAuditEvents))
 
+	// Email verification and password reset: password_reset.go.
+	handle("POST /api/auth/verify-email", s.handleVerifyEmail)
+	handle("POST /api/auth/verify-email/resend", s.handleResendVerification)
+	handle("POST /api/auth/password-reset", s.handleRequestReset)
+	handle("POST /api/auth/password-reset/confirm", s.handleConfirmReset)
+	handle("POST /api/admin/users/{id}/password-reset", s.withPrincipal(RoleAdmin, s.handleAdminReset))
+	handle("GET /api/admin/mail", s.withPrincipal(RoleAdmin, s.handleMailStatus))
+
 	// Apps, groups and grants.
 	authed("GET /api/apps", s.handleMyApps)
 	authed("GET /api/users/me/groups", s.handleMyGroups)

@@ -53,6 +53,8 @@ type Config struct {
 	RateLimit RateLimitConfig
 	// Sessions holds the refresh sessions' and cookies' options.
 	Sessions SessionConfig
+	// Mail holds outgoing mail: email verification and password reset.
+	Mail MailConfig
 }
 
 func (c *Config) setDefaults() {
@@ -95,6 +97,10 @@ type Service struct {
 	crossOrigin *http.CrossOriginProtection
 	// settings holds the settings files and serves their routes.
 	settings *settings.Settings
+	// linkKey makes the tokens of links in mails (emailtokens.go);
+	// mailWake wakes the outbox's sender.
+	linkKey  []byte
+	mailWake chan struct{}
 }
 
 // New returns a Service using pool for storage and keys for tokens. A nil
@@ -126,6 +132,13 @@ func New(pool *pgxpool.Pool, keys *KeySet, cfg Config, log *zap.Logger) (*Servic
 	if cfg.Sessions, err = cfg.Sessions.withDefaults(cfg.TokenLifetime); err != nil {
 		return nil, fmt.Errorf("accounts: %w", err)
 	}
+	if cfg.Mail, err = cfg.Mail.withDefaults(); err != nil {
+		return nil, fmt.Errorf("accounts: %w", err)
+	}
+	linkKey, err := deriveLinkKey(keys.signer)
+	if err != nil {
+		return nil, fmt.Errorf("accounts: %w", err)
+	}
 	crossOrigin, err := newCrossOriginProtection(cfg.Sessions.TrustedOrigins)
 	if err != nil {
 		return nil, fmt.Errorf("accounts: %w", err)
@@ -146,6 +159,8 @@ func New(pool *pgxpool.Pool, keys *KeySet, cfg Config, log *zap.Logger) (*Servic
 		cache:       newAuthCache(cfg.TokenCacheSize),
 		limiter:     limiter,
 		crossOrigin: crossOrigin,
+		linkKey:     linkKey,
+		mailWake:    make(chan struct{}, 1),
 	}
 	// The settings audit their changes and connection tests here.
 	audit := func(r *http.Request, event, actorID string, details map[string]any) {

@@ -113,6 +113,7 @@ const (
 	revokedByPasswordChange = "password_change"
 	revokedByReuse          = "reuse"
 	revokedByDeactivation   = "deactivated"
+	revokedByPasswordReset  = "password_reset"
 )
 
 // refreshTokenBytes is the entropy of a refresh token: 256 bits.

@@ -24,12 +24,15 @@ const (
 // User is an account as the API shows it. The password hash is never
 // part of it.
 type User struct {
-	ID        string    `json:"id"`
-	Email     string    `json:"email"`
-	Role      string    `json:"role"`
-	IsActive  bool      `json:"is_active"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
+	ID       string `json:"id"`
+	Email    string `json:"email"`
+	Role     string `json:"role"`
+	IsActive bool   `json:"is_active"`
+	// EmailVerified: the user followed a verification (or reset) link,
+	// an admin said so, or the account existed before verification did.
+	EmailVerified bool      `json:"email_verified"`
+	CreatedAt     time.Time `json:"created_at"`
+	UpdatedAt     time.Time `json:"updated_at"`
 
 	// The fields below are part of the user's cached state on the
 	// request path, never of the JSON object (unexported fields are not
@@ -63,12 +66,12 @@ func (u *User) MayUse(key string) bool {
 func (u *User) GroupsHeader() string { return u.groupsHeader }
 
 // userColumns are selected, in this order, by scanUser.
-const userColumns = "id::text, email, role::text, is_active, created_at, updated_at, tokens_valid_after"
+const userColumns = "id::text, email, role::text, is_active, email_verified, created_at, updated_at, tokens_valid_after"
 
 func scanUser(row pgx.Row, extra ...any) (*User, error) {
 	u := &User{}
 	var validAfter *time.Time
-	dest := append([]any{&u.ID, &u.Email, &u.Role, &u.IsActive, &u.CreatedAt, &u.UpdatedAt, &validAfter}, extra...)
+	dest := append([]any{&u.ID, &u.Email, &u.Role, &u.IsActive, &u.EmailVerified, &u.CreatedAt, &u.UpdatedAt, &validAfter}, extra...)
 	if err := row.Scan(dest...); err != nil {
 		return nil, err
 	}
@@ -146,8 +149,8 @@ var errEmailTaken = fastapi.NewError(http.StatusConflict, "Email already registe
 
 // createUser inserts a user and their profile in one transaction. email
 // has passed checkEmail; another spelling of the same mailbox is
-// errEmailTaken (the unique email_key).
-func (s *Service) createUser(ctx context.Context, email, hash, role string, fullName *string) (*User, error) {
+// errEmailTaken (the unique email_key). verified sets email_verified.
+func (s *Service) createUser(ctx context.Context, email, hash, role string, fullName *string, verified bool) (*User, error) {
 	key, err := emailKey(email)
 	if err != nil {
 		return nil, fmt.Errorf("creating user: %w", err)
@@ -156,8 +159,8 @@ func (s *Service) createUser(ctx context.Context, email, hash, role string, full
 	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 		var err error
 		u, err = scanUser(tx.QueryRow(ctx,
-			"INSERT INTO users (email, email_key, hashed_password, role) VALUES ($1, $2, $3, $4) RETURNING "+userColumns,
-			email, key, hash, role))
+			"INSERT INTO users (email, email_key, hashed_password, role, email_verified) VALUES ($1, $2, $3, $4, $5) RETURNING "+userColumns,
+			email, key, hash, role, verified))
 		if err != nil {
 			return err
 		}
@@ -184,7 +187,8 @@ func (s *Service) setPasswordHash(ctx context.Context, id, hash string) error {
 
 // CreateAdmin creates an active admin with the given email and password,
 // or, when the email exists, makes that account an active admin with the
-// new password. It is the first-deployment path (`accounts create-admin`).
+// new password. The operator vouches for the address: it counts as
+// verified. It is the first-deployment path (`accounts create-admin`).
 // It returns the user and whether it was created.
 func (s *Service) CreateAdmin(ctx context.Context, email, password string) (*User, bool, error) {
 	email = strings.TrimSpace(email)
@@ -199,7 +203,7 @@ func (s *Service) CreateAdmin(ctx context.Context, email, password string) (*Use
 		return nil, false, err
 	}
 	u, err := scanUser(s.db.QueryRow(ctx,
-		`UPDATE users SET role = 'admin', is_active = true, hashed_password = $3, updated_at = now()
+		`UPDATE users SET role = 'admin', is_active = true, email_verified = true, hashed_password = $3, updated_at = now()
 		 WHERE id = (SELECT id FROM users WHERE `+byEmail+`) RETURNING `+userColumns, email, emailKeyArg(email), hash))
 	if err == nil {
 		return u, false, nil
@@ -207,7 +211,7 @@ func (s *Service) CreateAdmin(ctx context.Context, email, password string) (*Use
 	if !errors.Is(err, pgx.ErrNoRows) {
 		return nil, false, fmt.Errorf("promoting user: %w", err)
 	}
-	u, err = s.createUser(ctx, email, hash, RoleAdmin, nil)
+	u, err = s.createUser(ctx, email, hash, RoleAdmin, nil, true)
 	return u, err == nil, err
 }
 

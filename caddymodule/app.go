@@ -127,6 +127,17 @@ type App struct {
 	// 7 days idle or 30 days; 10s reuse grace.
 	Sessions *Sessions `json:"sessions,omitempty"`
 
+	// Outgoing mail (verification and password reset): SMTP server,
+	// sender, public origin, templates and retries. Default: from the
+	// environment (SMTP_URL, MAIL_FROM, PUBLIC_URL, MAIL_TEMPLATES_DIR);
+	// without an SMTP URL, no mail.
+	Mail *Mail `json:"mail,omitempty"`
+
+	// EmailVerification is "optional" (default: unverified accounts log
+	// in) or "required" (their login gets 403 Email not verified).
+	// Default: $EMAIL_VERIFICATION.
+	EmailVerification string `json:"email_verification,omitempty"`
+
 	service *accounts.Service
 	poolKey string
 	// inUse is read-locked by every request while it is in the account
@@ -193,7 +204,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 		a.reportEmailKeyConflicts(ctx, pool)
 	}
 
-	a.service, err = accounts.New(pool, keys, a.serviceConfig(), a.logger)
+	cfg := a.serviceConfig()
+	if cfg.Mail, err = a.mailConfig(); err != nil {
+		return err
+	}
+	a.service, err = accounts.New(pool, keys, cfg, a.logger)
 	if err != nil {
 		return err
 	}
@@ -286,6 +301,7 @@ func (a *App) resolve() error {
 		fill(&a.PublicKeyFile, envPublicKeyFile)
 	}
 	a.Issuer = repl.ReplaceKnown(a.Issuer, "")
+	a.resolveMail(fill)
 	if a.DatabaseURL == "" {
 		return errors.New("accounts: no database: set DATABASE_URL or database_url")
 	}

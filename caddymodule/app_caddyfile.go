@@ -53,6 +53,8 @@ func init() {
 //			refresh_token_in_body
 //			omit_token_from_body
 //		}
+//		mail { ... }   (see unmarshalMail)
+//		email_verification optional | required
 //	}
 //
 // rate_limit sets the limits of /api/auth/*: ip_requests per client
@@ -164,6 +166,10 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = a.unmarshalRateLimit(d)
 		case "sessions":
 			err = a.unmarshalSessions(d)
+		case "mail":
+			err = a.unmarshalMail(d)
+		case "email_verification":
+			err = oneString(d, &a.EmailVerification)
 		default:
 			return d.Errf("unknown accounts option %q", opt)
 		}
