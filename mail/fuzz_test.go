@@ -40,7 +40,7 @@ func FuzzRenderMessage(f *testing.F) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	f.Fuzz(func(t *testing.T, site, name, link, to string) {
 		wantTo, _, addrErr := checkAddress(to)
-		for _, kind := range Kinds {
+		for _, kind := range Kinds() {
 			msg, err := tm.Render(kind, Data{SiteName: site, Name: name, Email: to, Link: link, Expiry: 30 * time.Minute})
 			if err != nil {
 				t.Fatalf("%s: render: %v", kind, err)

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net"
 	"regexp"
 	"strings"
@@ -459,5 +460,35 @@ func TestProbe(t *testing.T) {
 	}
 	if strings.Contains(desc, testPassword) {
 		t.Errorf("the password is in %q", desc)
+	}
+}
+
+// TestConcurrentSends: one Mailer serves several senders at once, each
+// on its own connection.
+func TestConcurrentSends(t *testing.T) {
+	srv := smtptest.Start(t, smtptest.Options{Mode: smtptest.StartTLS, Username: testUser, Password: testPassword})
+	m := newMailer(t, srv, srv.URL())
+	const n = 8
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			errs <- m.Send(context.Background(), Message{To: fmt.Sprintf("user%d@example.com", i), Subject: "s", Text: "t"})
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	msgs, err := srv.Wait(n, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, msg := range msgs {
+		seen[msg.To[0]] = true
+	}
+	if len(msgs) != n || len(seen) != n {
+		t.Errorf("%d messages to %d recipients, want %d each", len(msgs), len(seen), n)
 	}
 }

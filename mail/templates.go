@@ -28,7 +28,9 @@ const (
 )
 
 // Kinds lists every kind, in a stable order.
-var Kinds = []Kind{KindVerifyEmail, KindPasswordReset, KindPasswordChanged, KindTest}
+func Kinds() []Kind {
+	return []Kind{KindVerifyEmail, KindPasswordReset, KindPasswordChanged, KindTest}
+}
 
 // Template file suffixes: <kind>.subject.tmpl (text/template, one line),
 // <kind>.txt.tmpl (text/template) and <kind>.html.tmpl (html/template).
@@ -93,7 +95,7 @@ func LoadTemplates(dir string) (*Templates, error) {
 		}
 	}
 	t := &Templates{kinds: map[Kind]*kindTemplates{}}
-	for _, k := range Kinds {
+	for _, k := range Kinds() {
 		kt := &kindTemplates{}
 		for _, suffix := range []string{suffixSubject, suffixText, suffixHTML} {
 			name := string(k) + suffix
@@ -196,7 +198,7 @@ func checkOverrideDir(dir string) error {
 		return fmt.Errorf("mail: template directory: %w", err)
 	}
 	var known []string
-	for _, k := range Kinds {
+	for _, k := range Kinds() {
 		known = append(known, string(k)+suffixSubject, string(k)+suffixText, string(k)+suffixHTML)
 	}
 	for _, e := range entries {
