@@ -22,6 +22,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -248,6 +249,16 @@ func (s *Server) URLWith(username, password string) string {
 
 // CertPool trusts the server's certificate (nil in Plain mode).
 func (s *Server) CertPool() *x509.CertPool { return s.pool }
+
+// CertPEM is the server's certificate in PEM (nil in Plain mode). A
+// gateway process started by a test trusts it when the file holding it
+// is named by SSL_CERT_FILE, which Go reads for the system roots.
+func (s *Server) CertPEM() []byte {
+	if s.tlsConf == nil {
+		return nil
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.tlsConf.Certificates[0].Certificate[0]})
+}
 
 // ClientTLSConfig is a client configuration that trusts the server.
 func (s *Server) ClientTLSConfig() *tls.Config {

@@ -2,6 +2,7 @@ package smtptest
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"net"
 	"net/textproto"
@@ -95,5 +96,23 @@ func TestWaitTimeout(t *testing.T) {
 	_, err := s.Wait(1, 50*time.Millisecond)
 	if err == nil || err.Error() != "smtptest: 0 message(s) after 50ms, want 1" {
 		t.Errorf("Wait: %v", err)
+	}
+}
+
+// TestCertPEM: the PEM certificate verifies the server for 127.0.0.1,
+// as a child process given it through SSL_CERT_FILE would.
+func TestCertPEM(t *testing.T) {
+	s := Start(t, Options{Mode: ImplicitTLS})
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(s.CertPEM()) {
+		t.Fatalf("CertPEM is not a PEM certificate: %q", s.CertPEM())
+	}
+	c, err := tls.Dial("tcp", s.Addr(), &tls.Config{RootCAs: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if Start(t, Options{}).CertPEM() != nil {
+		t.Error("a plain server has a certificate")
 	}
 }
