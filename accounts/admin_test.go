@@ -68,8 +68,9 @@ func emailsOf(t *testing.T, r *response) []string {
 	emails := []string{}
 	for _, v := range list {
 		u := v.(map[string]any)
-		if len(u) != 6 || u["id"] == nil || u["created_at"] == nil || u["updated_at"] == nil || u["role"] == nil || u["is_active"] == nil {
-			t.Fatalf("user object %v, want exactly id, email, role, is_active, created_at, updated_at", u)
+		_, verified := u["email_verified"].(bool)
+		if len(u) != 7 || u["id"] == nil || u["created_at"] == nil || u["updated_at"] == nil || u["role"] == nil || u["is_active"] == nil || !verified {
+			t.Fatalf("user object %v, want exactly id, email, role, is_active, email_verified, created_at, updated_at", u)
 		}
 		emails = append(emails, u["email"].(string))
 	}
@@ -293,7 +294,7 @@ func TestAdminPatchUser(t *testing.T) {
 			t.Fatalf("PATCH %s %v: %d %s", id, body, r.Status, r.Body)
 		}
 		got := r.JSON(t).(map[string]any)
-		if len(got) != 6 || got["id"] != u.ID || got["email"] != "user@example.com" {
+		if _, ok := got["email_verified"].(bool); len(got) != 7 || !ok || got["id"] != u.ID || got["email"] != "user@example.com" {
 			t.Fatalf("PATCH %v: user %v", body, got)
 		}
 		return got
@@ -369,6 +370,30 @@ func TestAdminPatchUser(t *testing.T) {
 	if strings.Join(events, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("audit:\n%s\nwant\n%s", strings.Join(events, "\n"), strings.Join(want, "\n"))
 	}
+
+	// email_verified: a registered user starts unverified; an admin
+	// marks them verified (a lax bool, as is_active), once audited.
+	if got := patch(u.ID, map[string]any{}); got["email_verified"] != false {
+		t.Fatalf("a registered user: email_verified %v", got["email_verified"])
+	}
+	if got := patch(u.ID, map[string]any{"email_verified": "yes", "is_active": nil}); got["email_verified"] != true {
+		t.Fatalf("PATCH email_verified yes: %v", got)
+	}
+	if got := patch(u.ID, map[string]any{"email_verified": true}); got["email_verified"] != true {
+		t.Fatalf("PATCH email_verified true again: %v", got)
+	}
+	var verified []string
+	for _, a := range e.auditRows() {
+		if a.event == EventEmailVerifiedChange {
+			if a.actor != admin.ID || a.target != u.ID {
+				t.Errorf("audit row %+v: actor/target", a)
+			}
+			verified = append(verified, a.details)
+		}
+	}
+	if strings.Join(verified, "\n") != `{"to": true, "from": false}` {
+		t.Fatalf("user.email_verified_change events: %v", verified)
+	}
 }
 
 func TestAdminPatchUserRefusesBadInput(t *testing.T) {
@@ -416,6 +441,9 @@ func TestAdminPatchUserRefusesBadInput(t *testing.T) {
 		{"is_active list", u.ID, map[string]any{"is_active": []bool{true}}, 422, "[" + boolType + "]"},
 		{"is_active object", u.ID, `{"is_active": {}}`, 422, "[" + boolType + "]"},
 		{"both bad", u.ID, map[string]any{"role": "root", "is_active": "x"}, 422, "[" + roleErr + "," + boolErr + "]"},
+		{"email_verified word", u.ID, map[string]any{"email_verified": "maybe", "is_active": "x"}, 422,
+			"[" + boolErr + "," + strings.ReplaceAll(boolErr, "is_active", "email_verified") + "]"},
+		{"email_verified list", u.ID, map[string]any{"email_verified": []bool{true}}, 422, "[" + strings.ReplaceAll(boolType, "is_active", "email_verified") + "]"},
 		{"other fields", u.ID, map[string]any{"role": "admin", "email": "x@example.com", "id": u.ID, "hashed_password": "x", "created_at": "2020-01-01T00:00:00Z"}, 422,
 			"[" + extra("created_at") + "," + extra("email") + "," + extra("hashed_password") + "," + extra("id") + "]"},
 		{"bad id and bad body: path first", "nope", map[string]any{"role": "x", "name": "y"}, 422,

@@ -156,7 +156,7 @@ func TestLoginSetsSessionCookies(t *testing.T) {
 	if me.Status != http.StatusOK || me.JSON(t).(map[string]any)["id"] != u.ID {
 		t.Fatalf("me by cookie: %d %s", me.Status, me.Body)
 	}
-	if strings.Contains(string(me.Body), "tokens_valid_after") || len(me.JSON(t).(map[string]any)) != 6 {
+	if strings.Contains(string(me.Body), "tokens_valid_after") || len(me.JSON(t).(map[string]any)) != 7 {
 		t.Fatalf("user object = %s", me.Body)
 	}
 	// ... and for the auth check of the Caddy handler, which is the same.

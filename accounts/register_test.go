@@ -22,8 +22,8 @@ func TestRegister(t *testing.T) {
 	if u["email"] != "Ada@Example.com" || u["role"] != "user" || u["is_active"] != true || !fastapi.IsUUID(u["id"].(string)) {
 		t.Fatalf("user = %v", u)
 	}
-	if len(u) != 6 {
-		t.Fatalf("user object has fields %v, want exactly id, email, role, is_active, created_at, updated_at", u)
+	if len(u) != 7 || u["email_verified"] != false {
+		t.Fatalf("user object has fields %v, want exactly id, email, role, is_active, email_verified (false), created_at, updated_at", u)
 	}
 	for _, f := range []string{"created_at", "updated_at"} {
 		ts, err := time.Parse(time.RFC3339Nano, u[f].(string))
