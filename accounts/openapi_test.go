@@ -535,7 +535,10 @@ func (h *oaHarness) do(c oaCall) *response {
 // route against the document: every status the test can produce.
 func TestOpenAPIRealResponses(t *testing.T) {
 	settingsDir := filepath.Join(t.TempDir(), "settings")
-	e := newTestEnv(t, func(c *Config) {
+	// A service that mails through a sink on loopback, so that the
+	// routes of email verification and password reset run their 2xx
+	// paths with real link tokens.
+	e, sink := newMailEnv(t, func(c *Config) {
 		c.Settings.Dir = settingsDir
 		c.RateLimit.IPRequests = 1 << 20
 		c.RateLimit.LoginFailures = 3
@@ -889,6 +892,90 @@ func TestOpenAPIRealResponses(t *testing.T) {
 		admin("DELETE", "/api/admin/groups/nope", nil, 422, true)
 	}
 
+	// ---- email verification and password reset (password_reset.go,
+	// outbox.go) ----
+	if registered["POST /api/auth/verify-email"] {
+		// An account of its own: the reset below ends its sessions.
+		mu, _ := e.user("mail@example.com")
+		verifyToken := linkTo(t, sink, mu.Email, "verify-email")
+		h.do(oaCall{method: "POST", path: "/api/auth/verify-email", body: map[string]any{"token": strings.Repeat("A", 43)}, status: 400})
+		h.do(oaCall{method: "POST", path: "/api/auth/verify-email", body: map[string]any{"token": "x"}, status: 400})
+		h.do(oaCall{method: "POST", path: "/api/auth/verify-email", body: map[string]any{"token": 5}, status: 422, invalid: true})
+		h.do(oaCall{method: "POST", path: "/api/auth/verify-email", body: map[string]any{}, status: 422, invalid: true})
+		h.do(oaCall{method: "POST", path: "/api/auth/verify-email", body: map[string]any{"token": verifyToken, "user_id": mu.ID}, status: 422, invalid: true})
+		res := h.do(oaCall{method: "POST", path: "/api/auth/verify-email", body: map[string]any{"token": verifyToken}, status: 200})
+		if !bytes.Contains(res.Body, []byte(`"email_verified":true`)) {
+			t.Errorf("POST /api/auth/verify-email: %s", res.Body)
+		}
+		h.do(oaCall{method: "POST", path: "/api/auth/verify-email", body: map[string]any{"token": verifyToken}, status: 400})
+
+		for _, route := range []string{"/api/auth/verify-email/resend", "/api/auth/password-reset"} {
+			h.do(oaCall{method: "POST", path: route, body: map[string]any{"email": "bob@example.com"}, status: 202})
+			h.do(oaCall{method: "POST", path: route, body: map[string]any{"email": "nobody@example.com"}, status: 202})
+			h.do(oaCall{method: "POST", path: route, body: map[string]any{"email": "nope"}, status: 422})
+			h.do(oaCall{method: "POST", path: route, body: map[string]any{}, status: 422, invalid: true})
+			h.do(oaCall{method: "POST", path: route, body: map[string]any{"email": "bob@example.com", "purpose": "x"}, status: 422, invalid: true})
+		}
+
+		h.do(oaCall{method: "POST", path: "/api/auth/password-reset", body: map[string]any{"email": mu.Email}, status: 202})
+		resetToken := linkTo(t, sink, mu.Email, "reset-password")
+		confirm := func(body any, status int, invalid bool) *response {
+			return h.do(oaCall{method: "POST", path: "/api/auth/password-reset/confirm", body: body, status: status, invalid: invalid})
+		}
+		confirm(map[string]any{"token": resetToken, "new_password": "weak"}, 422, true)
+		confirm(map[string]any{"token": resetToken}, 422, true)
+		confirm(map[string]any{"token": resetToken, "new_password": "Other!pw2", "user_id": mu.ID}, 422, true)
+		confirm(map[string]any{"token": verifyToken, "new_password": "Other!pw2"}, 400, false)
+		res = confirm(map[string]any{"token": resetToken, "new_password": "Other!pw2"}, 200, false)
+		if string(res.Body) != `{"detail":"Password has been reset"}` {
+			t.Errorf("POST /api/auth/password-reset/confirm: %s", res.Body)
+		}
+		confirm(map[string]any{"token": resetToken, "new_password": "Other!pw3"}, 400, false)
+
+		// Login of an unverified account where verification is required.
+		strict := newTestEnv(t, func(c *Config) {
+			c.Mail = testMailConfig(t, sink)
+			c.Mail.RequireVerification = true
+		})
+		sh := &oaHarness{t: t, env: strict, v: v, templates: templates, covered: h.covered}
+		strict.register("unverified@example.com", pw)
+		res = sh.do(oaCall{method: "POST", path: "/api/auth/login", body: url.Values{"username": {"unverified@example.com"}, "password": {pw}}, status: 403})
+		if string(res.Body) != `{"detail":"Email not verified"}` {
+			t.Errorf("login of an unverified account: %s", res.Body)
+		}
+		mailID := "/api/admin/users/" + mu.ID + "/password-reset"
+		h.do(oaCall{method: "POST", path: mailID, token: adminToken, status: 202})
+		h.do(oaCall{method: "POST", path: "/api/admin/users/" + unknownID + "/password-reset", token: adminToken, status: 404})
+		h.do(oaCall{method: "POST", path: "/api/admin/users/nope/password-reset", token: adminToken, status: 422, invalid: true})
+		h.do(oaCall{method: "POST", path: mailID, token: userToken, status: 403})
+		// Without mail, the admin hears it.
+		plain := newTestEnv(t)
+		ph := &oaHarness{t: t, env: plain, v: v, templates: templates, covered: h.covered}
+		plainUser := plain.register("plain@example.com", pw)
+		_, plainAdmin := plain.admin("plain-root@example.com")
+		res = ph.do(oaCall{method: "POST", path: "/api/admin/users/" + plainUser.ID + "/password-reset", token: plainAdmin, status: 409})
+		if string(res.Body) != `{"detail":"Mail is not configured"}` {
+			t.Errorf("admin reset without mail: %s", res.Body)
+		}
+		res = ph.do(oaCall{method: "GET", path: "/api/admin/mail", token: plainAdmin, status: 200})
+		if !bytes.Contains(res.Body, []byte(`"enabled":false`)) {
+			t.Errorf("GET /api/admin/mail without mail: %s", res.Body)
+		}
+
+		res = h.do(oaCall{method: "GET", path: "/api/admin/mail", token: adminToken, status: 200})
+		if !bytes.Contains(res.Body, []byte(`"enabled":true`)) {
+			t.Errorf("GET /api/admin/mail: %s", res.Body)
+		}
+		// A mail given up: last_failure filled in.
+		e.exec(`INSERT INTO mail_outbox (kind, user_id, state, done_at, last_error) VALUES ('password_changed', $1, 'failed', now(), '550 no such mailbox')`, mu.ID)
+		res = h.do(oaCall{method: "GET", path: "/api/admin/mail", token: adminToken, status: 200})
+		if !bytes.Contains(res.Body, []byte(`"last_failure":{"kind":"password_changed","user_id":"`+mu.ID+`","at":"`)) ||
+			!bytes.Contains(res.Body, []byte(`"reason":"550 no such mailbox"}`)) {
+			t.Errorf("GET /api/admin/mail after a failure: %s", res.Body)
+		}
+		h.do(oaCall{method: "GET", path: "/api/admin/mail", token: userToken, status: 403})
+	}
+
 	// ---- every route: no credentials, two Authorization headers, a
 	// cross-origin cookie, and a body over 1 MiB ----
 	for route := range registered {
@@ -995,19 +1082,27 @@ func TestOpenAPIRealResponses(t *testing.T) {
 	}
 
 	// ---- the database down: 503 ----
-	dead := newTestEnv(t, func(c *Config) { c.Settings.Dir = t.TempDir() })
+	dead := newTestEnv(t, func(c *Config) {
+		c.Settings.Dir = t.TempDir()
+		// With mail, a request for mail must queue it: 503.
+		c.Mail = testMailConfig(t, sink)
+	})
 	dh := &oaHarness{t: t, env: dead, v: v, templates: templates, covered: h.covered}
 	_, deadAdmin := dead.admin("dead@example.com")
 	dead.db.Close()
 	publicBodies := map[string]any{
-		"GET /api/health":            nil,
-		"POST /api/auth/register":    map[string]any{"email": "late@example.com", "password": pw},
-		"POST /api/auth/login":       url.Values{"username": {"dead@example.com"}, "password": {pw}},
-		"POST /api/auth/refresh":     map[string]any{"refresh_token": "x"},
-		"POST /api/auth/logout":      map[string]any{"refresh_token": "x"},
-		"GET /api/openapi.json":      nil, // needs no database
-		"GET /api/auth/jwks.json":    nil,
-		"GET /.well-known/jwks.json": nil,
+		"GET /api/health":                       nil,
+		"POST /api/auth/register":               map[string]any{"email": "late@example.com", "password": pw},
+		"POST /api/auth/login":                  url.Values{"username": {"dead@example.com"}, "password": {pw}},
+		"POST /api/auth/refresh":                map[string]any{"refresh_token": "x"},
+		"POST /api/auth/logout":                 map[string]any{"refresh_token": "x"},
+		"POST /api/auth/verify-email":           map[string]any{"token": strings.Repeat("A", 43)},
+		"POST /api/auth/verify-email/resend":    map[string]any{"email": "dead@example.com"},
+		"POST /api/auth/password-reset":         map[string]any{"email": "dead@example.com"},
+		"POST /api/auth/password-reset/confirm": map[string]any{"token": strings.Repeat("A", 43), "new_password": "Other!pw2"},
+		"GET /api/openapi.json":                 nil, // needs no database
+		"GET /api/auth/jwks.json":               nil,
+		"GET /.well-known/jwks.json":            nil,
 	}
 	for route := range registered {
 		method, path, _ := strings.Cut(route, " ")

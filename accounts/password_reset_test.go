@@ -81,6 +81,34 @@ func linkOf(t *testing.T, p *smtptest.Parsed) (page, token string) {
 	return m[0][1], m[0][2]
 }
 
+// linkTo waits for a mail to addr holding a link to page
+// ("verify-email" or "reset-password") and returns the token of the
+// newest such mail's link. It serves tests that send mail to several
+// addresses, where the n-th message of mailTo is not known in advance.
+func linkTo(t *testing.T, srv *smtptest.Server, addr, page string) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		msgs := srv.Messages()
+		for i := len(msgs) - 1; i >= 0; i-- {
+			if !slices.Equal(msgs[i].To, []string{addr}) {
+				continue
+			}
+			p, err := msgs[i].Parse()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m := linkRE.FindStringSubmatch(p.Text); m != nil && m[1] == page {
+				return m[2]
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no mail to %s with a %s link among %d messages", addr, page, len(msgs))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // noMoreMail checks that srv got no more than n messages in a while.
 func noMoreMail(t *testing.T, srv *smtptest.Server, n int) {
 	t.Helper()
