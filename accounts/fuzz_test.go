@@ -33,9 +33,11 @@ import (
 	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/jackc/pgx/v5"
 	"golang.org/x/crypto/argon2"
 
 	"github.com/caddyaccounts/gateway/fastapi"
+	"github.com/caddyaccounts/gateway/internal/smtptest"
 	"github.com/caddyaccounts/gateway/settings"
 )
 
@@ -619,6 +621,10 @@ var fuzzRoutes = []struct {
 	{http.MethodPut, "/api/admin/users/{}/apps/{}", true},
 	{http.MethodDelete, "/api/admin/groups/", true},
 	{http.MethodDelete, "/api/admin/apps/", true},
+	{http.MethodPost, "/api/auth/verify-email", true},
+	{http.MethodPost, "/api/auth/verify-email/resend", true},
+	{http.MethodPost, "/api/auth/password-reset", true},
+	{http.MethodPost, "/api/auth/password-reset/confirm", true},
 }
 
 // fuzzContentTypes are the Content-Types a FuzzAPIRoutes input picks
@@ -670,6 +676,9 @@ func FuzzAPIRoutes(f *testing.F) {
 	provider := &fuzzProvider{}
 	env := newTestEnv(f, func(c *Config) {
 		c.Settings = settings.Config{Dir: dir, AITestTransport: provider, AITestTimeout: 2 * time.Second}
+		// With a mailer, the mail routes queue what they would send (no
+		// sender runs: nothing is sent).
+		c.Mail = testMailConfig(f, smtptest.Start(f, smtptest.Options{}))
 		// Every input reaches the body: no rate limit.
 		c.RateLimit = RateLimitConfig{IPRequests: -1, LoginFailures: -1}
 		c.Sessions.RefreshTokenInBody = true
@@ -709,6 +718,19 @@ func FuzzAPIRoutes(f *testing.F) {
 		f.Fatal(err)
 	}
 
+	// Live link tokens of the victim, one per purpose, for the seeds of
+	// the mail routes (made as the outbox's sender makes them).
+	verifyToken := linkToken(env.svc.linkKey, newNonce())
+	resetToken := linkToken(env.svc.linkKey, newNonce())
+	if err := pgx.BeginFunc(ctx, env.db, func(tx pgx.Tx) error {
+		if err := storeLinkToken(ctx, tx, victim.ID, purposeVerifyEmail, victim.Email, verifyToken, time.Hour); err != nil {
+			return err
+		}
+		return storeLinkToken(ctx, tx, victim.ID, purposePasswordReset, victim.Email, resetToken, time.Hour)
+	}); err != nil {
+		f.Fatal(err)
+	}
+
 	// restore puts back what an accepted request may have changed that
 	// later inputs depend on: the two users' role and active state, and
 	// the admin's password.
@@ -743,6 +765,8 @@ func FuzzAPIRoutes(f *testing.F) {
 			(SELECT json_agg(x ORDER BY x.group_id, x.user_id)::text FROM group_members x),
 			(SELECT json_agg(x ORDER BY x.user_id, x.app_key)::text FROM user_app_grants x),
 			(SELECT json_agg(x ORDER BY x.group_id, x.app_key)::text FROM group_app_grants x),
+			(SELECT json_agg(x ORDER BY x.token_hash)::text FROM email_tokens x),
+			(SELECT json_agg(x ORDER BY x.id)::text FROM mail_outbox x),
 			(SELECT count(*)::text FROM audit_events WHERE event <> 'settings.ai_test'))`).Scan(&db)
 		if err != nil {
 			t.Fatal(err)
@@ -907,6 +931,29 @@ func FuzzAPIRoutes(f *testing.F) {
 		{19, "nope", "", 1, ""},
 		{20, "ai", "", 1, ""},
 		{19, groupID, "", 1, ""},
+		// POST /api/auth/verify-email and /password-reset/confirm: the
+		// victim's live tokens, planted below, and what is not one
+		{21, "", "", 0, `{"token":"` + verifyToken + `"}`},
+		{21, "", "", 0, `{"token":"` + resetToken + `"}`},
+		{21, "", "", 0, `{"token":"` + verifyToken + `=","user_id":"` + victim.ID + `"}`},
+		{21, "", "", 0, `{"token":null}`},
+		{21, "", "", 0, `{"token":["x"]}`},
+		{21, "", "", 0, "{\"token\":\"\xff\"}"},
+		{24, "", "", 0, `{"token":"` + resetToken + `","new_password":"Reset!pw9"}`},
+		{24, "", "", 0, `{"token":"` + verifyToken + `","new_password":"Reset!pw9"}`},
+		{24, "", "", 0, `{"token":"` + resetToken + `","new_password":"weak"}`},
+		{24, "", "", 0, `{"token":"` + strings.Repeat("A", 43) + `","new_password":"` + fuzzSecret + `"}`},
+		{24, "", "", 0, `{"token":"","new_password":"Test!Test1","email":"x@y.co"}`},
+		{24, "", "", 4, "token=x&new_password=Reset!pw9"},
+		// POST /api/auth/verify-email/resend and /password-reset
+		{22, "", "", 0, `{"email":"fuzz-victim@example.com"}`},
+		{22, "", "", 0, `{"email":" FUZZ-VICTIM@EXAMPLE.COM "}`},
+		{22, "", "", 0, `{"email":"nobody@example.com"}`},
+		{23, "", "", 0, `{"email":"fuzz-admin@example.com"}`},
+		{23, "", "", 0, `{"email":"a\r\nBcc: x@y.co"}`},
+		{23, "", "", 0, `{"email":"x@ｅxample.com","token":"t"}`},
+		{23, "", "", 0, `{"email":"` + strings.Repeat("a", 300) + `@example.com"}`},
+		{23, "", "", 0, `{"email":5}`},
 	}
 	for _, s := range seeds {
 		f.Add(s.route, s.seg, s.query, s.ct, "application/json; charset=\"utf-8\"", []byte(s.body))
@@ -1027,6 +1074,141 @@ func FuzzAPIRoutes(f *testing.F) {
 			if status < 300 {
 				restore(t)
 			}
+		}
+	})
+}
+
+// FuzzConsumeLinkToken sends arbitrary tokens to the two routes that use
+// a link token (POST /api/auth/verify-email, /password-reset/confirm):
+// never a 5xx; a 200 only for a live token of the route's purpose, and
+// then only once; every other token a 400 "Invalid or expired token"
+// that leaves the tokens, the users and their sessions as they were.
+func FuzzConsumeLinkToken(f *testing.F) {
+	env := newTestEnv(f, func(c *Config) { c.RateLimit = RateLimitConfig{IPRequests: -1, LoginFailures: -1} })
+	h := env.svc.Handler()
+	ctx := context.Background()
+	owner := env.register("fuzz-link@example.com", "Secret!pw1")
+	moved := env.register("fuzz-moved@example.com", "Secret!pw1")
+	inactive := env.register("fuzz-inactive@example.com", "Secret!pw1")
+	env.exec("UPDATE users SET is_active = false WHERE id = $1", inactive.ID)
+
+	// Tokens as the outbox's sender makes them, from fixed nonces, so
+	// that the seeds name them in every fuzzing worker.
+	token := func(name string) string {
+		nonce := sha256.Sum256([]byte(name))
+		return linkToken(env.svc.linkKey, nonce[:])
+	}
+	verifyToken, resetToken := token("verify"), token("reset")
+	live := map[string]string{verifyToken: purposeVerifyEmail, resetToken: purposePasswordReset}
+	// Tokens that look right but are dead: expired, sent to the user's
+	// former address, of an inactive user, used.
+	expired, former, ofInactive, used := token("expired"), token("former"), token("inactive"), token("used")
+	store := func(tx pgx.Tx, u *User, purpose, email, tok string, ttl time.Duration) error {
+		return storeLinkToken(ctx, tx, u.ID, purpose, email, tok, ttl)
+	}
+	// plant puts every token and the owner back as at the start.
+	plant := func(tb testing.TB) {
+		err := pgx.BeginFunc(ctx, env.db, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "DELETE FROM email_tokens"); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, "UPDATE users SET email_verified = false WHERE id = $1", owner.ID); err != nil {
+				return err
+			}
+			for _, err := range []error{
+				store(tx, owner, purposeVerifyEmail, owner.Email, verifyToken, time.Hour),
+				store(tx, owner, purposePasswordReset, owner.Email, resetToken, time.Hour),
+				store(tx, moved, purposeVerifyEmail, "fuzz-former@example.com", former, time.Hour),
+				store(tx, moved, purposePasswordReset, moved.Email, expired, -time.Second),
+				store(tx, inactive, purposePasswordReset, inactive.Email, ofInactive, time.Hour),
+				store(tx, inactive, purposeVerifyEmail, inactive.Email, used, time.Hour),
+			} {
+				if err != nil {
+					return err
+				}
+			}
+			_, err := tx.Exec(ctx, "UPDATE email_tokens SET used_at = now() WHERE token_hash = $1", tokenHash(used))
+			return err
+		})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		env.svc.cache.invalidate(owner.ID)
+	}
+	plant(f)
+	state := func(t *testing.T) string {
+		var s string
+		if err := env.db.QueryRow(ctx, `SELECT concat_ws(E'\n',
+			(SELECT json_agg(x ORDER BY x.token_hash)::text FROM email_tokens x),
+			(SELECT json_agg(x ORDER BY x.id)::text FROM users x),
+			(SELECT json_agg(x ORDER BY x.id)::text FROM sessions x),
+			(SELECT count(*)::text FROM audit_events))`).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+
+	for _, tok := range []string{verifyToken, resetToken, expired, former, ofInactive, used} {
+		f.Add(uint8(0), tok)
+		f.Add(uint8(1), tok)
+	}
+	flipped := []byte(resetToken)
+	flipped[10] ^= 1
+	for _, tok := range []string{
+		verifyToken[:42], verifyToken + "A", resetToken + "=", " " + resetToken, strings.ToUpper(verifyToken),
+		string(flipped), strings.NewReplacer("-", "+", "_", "/").Replace(resetToken), url.QueryEscape(resetToken + "/"),
+		resetToken[:21] + "\x00" + resetToken[22:], "", strings.Repeat("A", 43), strings.Repeat("A", 1<<16), "é" + verifyToken[2:],
+	} {
+		f.Add(uint8(1), tok)
+	}
+
+	const detail = `{"detail":"Invalid or expired token"}`
+	f.Fuzz(func(t *testing.T, route uint8, tok string) {
+		path, purpose := "/api/auth/verify-email", purposeVerifyEmail
+		body := map[string]string{"token": tok}
+		if route%2 == 1 {
+			path, purpose = "/api/auth/password-reset/confirm", purposePasswordReset
+			body["new_password"] = "Reset!pw9"
+		}
+		raw, err := json.Marshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		send := func() *httptest.ResponseRecorder {
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, fuzzRequest(path, "application/json", raw))
+			return w
+		}
+		before := state(t)
+		env.logs.TakeAll()
+		w := send()
+		switch {
+		case w.Code >= 500:
+			cause := ""
+			if logged := env.logs.FilterMessage("request failed").TakeAll(); len(logged) > 0 {
+				cause = fmt.Sprint(logged[len(logged)-1].ContextMap()["error"])
+			}
+			t.Fatalf("POST %s %q: %d %s; logged cause: %s", path, tok, w.Code, w.Body.Bytes(), cause)
+		case w.Code == http.StatusOK:
+			if live[tok] != purpose {
+				t.Fatalf("POST %s accepted %q, which is no live %s token: %s", path, tok, purpose, w.Body.Bytes())
+			}
+			// Once only.
+			if again := send(); again.Code != http.StatusBadRequest || again.Body.String() != detail {
+				t.Fatalf("POST %s: a second use of a token: %d %s", path, again.Code, again.Body.Bytes())
+			}
+			plant(t)
+			return
+		case live[tok] == purpose:
+			t.Fatalf("POST %s refused a live token: %d %s", path, w.Code, w.Body.Bytes())
+		case w.Code == http.StatusUnprocessableEntity && strings.ContainsRune(tok, 0):
+			// NUL is refused as in every JSON string.
+			checkErrorShape(t, path, w.Code, w.Body.Bytes())
+		case w.Code != http.StatusBadRequest || w.Body.String() != detail:
+			t.Fatalf("POST %s %q: %d %s, want 400 %s", path, tok, w.Code, w.Body.Bytes(), detail)
+		}
+		if after := state(t); after != before {
+			t.Fatalf("POST %s %q: %d, but the state changed:\n%s\n->\n%s", path, tok, w.Code, before, after)
 		}
 	})
 }

@@ -36,7 +36,7 @@ func newMailEnv(t *testing.T, cfg ...func(*Config)) (*testEnv, *smtptest.Server)
 
 // testMailConfig is a MailConfig that sends through srv, with quick
 // retries.
-func testMailConfig(t *testing.T, srv *smtptest.Server) MailConfig {
+func testMailConfig(t testing.TB, srv *smtptest.Server) MailConfig {
 	t.Helper()
 	mailer, err := mail.New(mail.Config{URL: srv.URL(), From: "Accounts <no-reply@example.com>", SendTimeout: 3 * time.Second})
 	if err != nil {
