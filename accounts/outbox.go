@@ -236,8 +236,9 @@ func (s *Service) sendNext(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	sendErr := s.deliver(ctx, &row)
-	if ctx.Err() != nil {
+	if sendErr != nil && ctx.Err() != nil {
 		// Stopped mid-send: the lease runs out, and an instance sends it.
+		// (A mail the server accepted is recorded as sent even now.)
 		return true, nil
 	}
 	s.finish(context.WithoutCancel(ctx), &row, sendErr)
