@@ -78,6 +78,9 @@ type Options struct {
 	// configured server would: to prove that a client does not send its
 	// password there.
 	InsecureAuth bool
+	// Addr is where to listen (host:port); default a free port of
+	// 127.0.0.1. The development sink (cmd/mailsink) names a fixed one.
+	Addr string
 }
 
 // Command names an SMTP command whose answer FailNext can replace.
@@ -135,7 +138,10 @@ func New(opts Options) (*Server, error) {
 		}
 		s.tlsConf, s.pool = conf, pool
 	}
-	s.addr = "127.0.0.1:0"
+	s.addr = opts.Addr
+	if s.addr == "" {
+		s.addr = "127.0.0.1:0"
+	}
 	if err := s.Start(); err != nil {
 		return nil, err
 	}
