@@ -255,7 +255,7 @@ var errCannotSend = errors.New("mail cannot be made")
 // recipient is who a mail goes to: always the address of the account,
 // never one a client typed.
 type recipient struct {
-	id, email, name string
+	id, email, name  string
 	active, verified bool
 }
 
