@@ -19,8 +19,8 @@ import (
 )
 
 // The binary's command line: `caddy accounts genkeys | migrate |
-// create-admin | list-apps | ... | remove-member`, and Caddy's own list-modules and adapt with the project's
-// modules and Caddyfile.
+// create-admin | list-apps | ... | remove-member | mail-test`, and Caddy's
+// own list-modules and adapt with the project's modules and Caddyfile.
 
 var envLine = regexp.MustCompile(`(?ms)^(JWT_PRIVATE_KEY|JWT_PUBLIC_KEY)="([^"]*)"$`)
 
