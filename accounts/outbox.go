@@ -268,6 +268,8 @@ func (s *Service) deliver(ctx context.Context, row *outboxRow) error {
 	if err != nil {
 		return err
 	}
+	// A mail to a typed address is recorded as the account's when done.
+	row.userID = rc.id
 	data := mail.Data{SiteName: cfg.SiteName, Name: rc.name, Email: rc.email}
 	purpose, page := "", ""
 	switch row.kind {
@@ -350,7 +352,8 @@ func (s *Service) finish(ctx context.Context, row *outboxRow, sendErr error) {
 			WHERE id = $1 AND attempts = $2`, row.id, row.attempts, next, reason)
 	} else {
 		_, err = s.db.Exec(ctx, `UPDATE mail_outbox SET state = $3, claimed_until = NULL, last_error = $4, done_at = now(),
-			nonce = NULL, address = NULL WHERE id = $1 AND attempts = $2`, row.id, row.attempts, state, nullIfEmpty(reason))
+			nonce = NULL, address = NULL, user_id = COALESCE(user_id, $5::uuid) WHERE id = $1 AND attempts = $2`,
+			row.id, row.attempts, state, nullIfEmpty(reason), nullIfEmpty(row.userID))
 	}
 	if err != nil {
 		s.log.Error("mail outbox: cannot record the outcome of a send", zap.Int64("mail_id", row.id), zap.Error(err))

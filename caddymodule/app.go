@@ -276,8 +276,18 @@ func (a *App) reportEmailKeyConflicts(ctx context.Context, pool *pgxpool.Pool) {
 }
 
 // resolve fills empty options from the environment and replaces
-// placeholders.
+// placeholders (resolveOptions), and requires a database.
 func (a *App) resolve() error {
+	a.resolveOptions()
+	if a.DatabaseURL == "" {
+		return errors.New("accounts: no database: set DATABASE_URL or database_url")
+	}
+	return nil
+}
+
+// resolveOptions fills empty options from the environment and replaces
+// placeholders.
+func (a *App) resolveOptions() {
 	repl := caddy.NewReplacer()
 	fill := func(field *string, env string) {
 		*field = repl.ReplaceKnown(*field, "")
@@ -302,10 +312,6 @@ func (a *App) resolve() error {
 	}
 	a.Issuer = repl.ReplaceKnown(a.Issuer, "")
 	a.resolveMail(fill)
-	if a.DatabaseURL == "" {
-		return errors.New("accounts: no database: set DATABASE_URL or database_url")
-	}
-	return nil
 }
 
 // loadKeys reads the key pair. It returns nil, nil when no key is

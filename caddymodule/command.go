@@ -20,13 +20,14 @@ import (
 
 	"github.com/caddyaccounts/gateway/accounts"
 	"github.com/caddyaccounts/gateway/fastapi"
+	"github.com/caddyaccounts/gateway/mail"
 	"github.com/caddyaccounts/gateway/migrations"
 )
 
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "accounts",
-		Usage: "genkeys | migrate | create-admin | list-apps | list-groups | create-group | grant | revoke | add-member | remove-member",
+		Usage: "genkeys | migrate | create-admin | list-apps | list-groups | create-group | grant | revoke | add-member | remove-member | mail-test",
 		Short: "Manages the accounts database and keys",
 		Long: `
 Tools for the accounts app.
@@ -43,8 +44,10 @@ Tools for the accounts app.
   revoke        revokes an app from a user or a group.
   add-member    adds a user to a group.
   remove-member removes a user from a group.
+  mail-test     sends a test message with the configured mail settings
+                and prints the outcome of the SMTP session.
 
-Every command but genkeys finds the database in DATABASE_URL, or in the
+Every command but genkeys and mail-test finds the database in DATABASE_URL, or in the
 accounts block of the config (--config, default ./Caddyfile if present),
 and applies the migrations first. Users are named by email (any letter
 case) or id, groups by name (any letter case) or id, apps by key. The
@@ -56,7 +59,7 @@ app is one, on one line, with a non-zero exit status.
 		CobraFunc: func(cmd *cobra.Command) {
 			cmd.AddCommand(genkeysCommand(), migrateCommand(), createAdminCommand(),
 				listAppsCommand(), listGroupsCommand(), createGroupCommand(),
-				grantCommand(true), grantCommand(false), memberCommand(true), memberCommand(false))
+				grantCommand(true), grantCommand(false), memberCommand(true), memberCommand(false), mailTestCommand())
 		},
 	})
 }
@@ -107,8 +110,22 @@ func configFlags(cmd *cobra.Command) (config, adapter *string) {
 }
 
 // appFromConfig reads the accounts block of the config (if any), then
-// fills what it leaves empty from the environment, as the app does.
+// fills what it leaves empty from the environment, as the app does. It
+// requires a database.
 func appFromConfig(configFile, adapter string) (*App, error) {
+	app, err := readAppConfig(configFile, adapter)
+	if err != nil {
+		return nil, err
+	}
+	if err := app.resolve(); err != nil {
+		return nil, err
+	}
+	return app, nil
+}
+
+// readAppConfig reads the accounts block of the config (if any), not
+// yet filled from the environment.
+func readAppConfig(configFile, adapter string) (*App, error) {
 	app := new(App)
 	if configFile != "" || fileExists("Caddyfile") {
 		raw, _, _, err := caddycmd.LoadConfig(configFile, adapter)
@@ -128,9 +145,6 @@ func appFromConfig(configFile, adapter string) (*App, error) {
 				return nil, fmt.Errorf("reading the accounts block: %w", err)
 			}
 		}
-	}
-	if err := app.resolve(); err != nil {
-		return nil, err
 	}
 	return app, nil
 }
@@ -554,6 +568,56 @@ one who is not a member is no error ("already").`
 			}
 			return nil
 		})
+	}
+	return cmd
+}
+
+func mailTestCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "mail-test --to ADDRESS [--config FILE]",
+		Short: "Sends a test message with the configured mail settings",
+		Long: `Sends the test message to ADDRESS through the SMTP server of SMTP_URL and
+MAIL_FROM (or smtp_url and from in the mail block of the accounts option
+of the config, --config, default ./Caddyfile if present), with the same
+TLS policy, credentials and send timeout the gateway uses. Prints one
+line: the server, whether TLS was used (and its version), whether the
+session authenticated, and the server's answer; on failure, how far the
+session got, with exit status 1. The password is never printed. No
+database is needed.`,
+		Args: cobra.NoArgs,
+	}
+	to := cmd.Flags().String("to", "", "the address to send the test message to")
+	config, adapter := configFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if *to == "" {
+			return errors.New("--to is required")
+		}
+		app, err := readAppConfig(*config, *adapter)
+		if err != nil {
+			return err
+		}
+		app.resolveOptions()
+		m := app.Mail
+		if m.SMTPURL == "" {
+			return errors.New("no SMTP server: set SMTP_URL or smtp_url")
+		}
+		sendTimeout := time.Duration(m.SendTimeout)
+		mailer, err := mail.New(mail.Config{URL: m.SMTPURL, From: m.From, SendTimeout: sendTimeout, TemplateDir: m.TemplatesDir})
+		if err != nil {
+			return err
+		}
+		// The send timeout bounds the session; this bounds the rest.
+		ctx, cancel := context.WithTimeout(cmd.Context(), max(sendTimeout, mail.DefaultSendTimeout)+mail.DefaultDialTimeout)
+		defer cancel()
+		line, err := mailer.Probe(ctx, *to)
+		if err != nil {
+			if line == "" {
+				return err
+			}
+			return errors.New(line)
+		}
+		fmt.Fprintln(cmd.OutOrStdout(), line)
+		return nil
 	}
 	return cmd
 }

@@ -19,8 +19,8 @@ import (
 )
 
 // The binary's command line: `caddy accounts genkeys | migrate |
-// create-admin | list-apps | ... | remove-member`, and Caddy's own list-modules and adapt with the project's
-// modules and Caddyfile.
+// create-admin | list-apps | ... | remove-member | mail-test`, and Caddy's
+// own list-modules and adapt with the project's modules and Caddyfile.
 
 var envLine = regexp.MustCompile(`(?ms)^(JWT_PRIVATE_KEY|JWT_PUBLIC_KEY)="([^"]*)"$`)
 
@@ -309,5 +309,75 @@ func TestCLIGrantLetsThrough(t *testing.T) {
 	}
 	if want := "Error: no user \"nobody@example.com\"\n"; out != "" || errOut != want {
 		t.Errorf("grant to an unknown user: stdout %q, stderr %q, want only %q", out, errOut, want)
+	}
+}
+
+// TestCLIMailTest: `caddy accounts mail-test --to ADDRESS` sends the test
+// message through the SMTP server of the environment (or of the config's
+// accounts mail block) with the gateway's TLS policy and credentials and
+// prints one line on the session; a refused login, a stopped server or
+// no SMTP_URL are a one-line error with exit status 1. No database is
+// needed, and the password is never printed.
+func TestCLIMailTest(t *testing.T) {
+	t.Parallel()
+	sink := startMailSink(t)
+	env := sink.env()
+	mailTest := func(env map[string]string, args ...string) (string, string, int) {
+		t.Helper()
+		out, errOut, err := runCLI(t, env, "", append([]string{"accounts", "mail-test"}, args...)...)
+		code := 0
+		if exit := (*exec.ExitError)(nil); errors.As(err, &exit) {
+			code = exit.ExitCode()
+		} else if err != nil {
+			t.Fatalf("mail-test: %v", err)
+		}
+		if strings.Contains(out+errOut, sink.password) {
+			t.Errorf("the SMTP password is in the output: %s %s", out, errOut)
+		}
+		return out, errOut, code
+	}
+
+	out, errOut, code := mailTest(env, "--to", "ops@example.com")
+	want := fmt.Sprintf("connected to %s; TLS: yes (TLS 1.3, STARTTLS); authenticated: yes, as %q; accepted for ops@example.com: \"2.0.0 OK: queued\"\n",
+		sink.Addr(), mailSMTPUser)
+	if code != 0 || out != want || errOut != "" {
+		t.Fatalf("mail-test: exit %d, stdout %q, stderr %q; want 0 and %q", code, out, errOut, want)
+	}
+	got := sink.waitTo(t, "ops@example.com", 1, 5*time.Second)[0]
+	checkMailEnvelope(t, got, "ops@example.com", "Test message from Accounts E2E")
+
+	// The settings of the config's accounts mail block, no environment
+	// but the certificate.
+	config := filepath.Join(t.TempDir(), "Caddyfile")
+	if err := os.WriteFile(config, []byte(fmt.Sprintf("{\n\taccounts {\n\t\tmail {\n\t\t\tsmtp_url %q\n\t\t\tfrom %q\n\t\t\tsend_timeout 5s\n\t\t}\n\t}\n}\n",
+		sink.URL(), "Config Test <"+mailFromAddr+">")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code = mailTest(map[string]string{"SSL_CERT_FILE": sink.certFile}, "--to", "config@example.com", "--config", config)
+	if code != 0 || !strings.HasPrefix(out, "connected to ") || !strings.HasSuffix(out, "accepted for config@example.com: \"2.0.0 OK: queued\"\n") {
+		t.Fatalf("mail-test --config: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	checkMailEnvelope(t, sink.waitTo(t, "config@example.com", 1, 5*time.Second)[0], "config@example.com", "Test message from Config Test")
+
+	wrong := sink.env("SMTP_URL", sink.URLWith(mailSMTPUser, "not-"+sink.password))
+	out, errOut, code = mailTest(wrong, "--to", "ops@example.com")
+	if code != 1 || out != "" || errOut != fmt.Sprintf("Error: smtp://%s@%s: no SMTP session: mail: connect: SMTP AUTH failed: 535 \"5.7.8 Authentication failed\"\n",
+		mailSMTPUser, sink.Addr()) {
+		t.Errorf("mail-test with a wrong password: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+
+	out, errOut, code = mailTest(map[string]string{"MAIL_FROM": env["MAIL_FROM"]}, "--to", "ops@example.com")
+	if code != 1 || out != "" || errOut != "Error: no SMTP server: set SMTP_URL or smtp_url\n" {
+		t.Errorf("mail-test without SMTP_URL: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+
+	sink.Stop()
+	out, errOut, code = mailTest(env, "--to", "ops@example.com")
+	prefix := fmt.Sprintf("Error: smtp://%s@%s: no SMTP session: ", mailSMTPUser, sink.Addr())
+	if code != 1 || out != "" || !strings.HasPrefix(errOut, prefix) || !strings.HasSuffix(errOut, "connection refused\n") || strings.Count(errOut, "\n") != 1 {
+		t.Errorf("mail-test with the server stopped: exit %d, stdout %q, stderr %q; want %q... connection refused", code, out, errOut, prefix)
+	}
+	if n := len(sink.Messages()); n != 2 {
+		t.Errorf("the sink got %d messages, want 2", n)
 	}
 }

@@ -340,6 +340,16 @@ func (g *Gateway) Stop() error {
 	return g.stopErr
 }
 
+// Kill ends the process with SIGKILL, as a crash or an OOM kill would:
+// no graceful stop, nothing finished. A later Stop does nothing and
+// returns nil.
+func (g *Gateway) Kill() {
+	g.stopOnce.Do(func() {
+		_ = g.cmd.Process.Kill()
+		<-g.exited
+	})
+}
+
 // Exited is closed when the process has exited.
 func (g *Gateway) Exited() <-chan struct{} { return g.exited }
 

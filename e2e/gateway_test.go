@@ -107,7 +107,7 @@ func expectUserObject(t *testing.T, body []byte) apiUser {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	if want := []string{"created_at", "email", "id", "is_active", "role", "updated_at"}; !slices.Equal(keys, want) {
+	if want := []string{"created_at", "email", "email_verified", "id", "is_active", "role", "updated_at"}; !slices.Equal(keys, want) {
 		t.Errorf("user object members %v, want %v: %s", keys, want, body)
 	}
 	var u apiUser
@@ -117,8 +117,10 @@ func expectUserObject(t *testing.T, body []byte) apiUser {
 	if !uuidRE.MatchString(u.ID) {
 		t.Errorf("id %q is not a UUID", u.ID)
 	}
-	if _, ok := m["is_active"].(bool); !ok {
-		t.Errorf("is_active %v is not a boolean", m["is_active"])
+	for _, name := range []string{"is_active", "email_verified"} {
+		if _, ok := m[name].(bool); !ok {
+			t.Errorf("%s %v is not a boolean", name, m[name])
+		}
 	}
 	for name, v := range map[string]string{"created_at": u.CreatedAt, "updated_at": u.UpdatedAt} {
 		ts, err := time.Parse(time.RFC3339Nano, v)

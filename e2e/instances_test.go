@@ -36,15 +36,29 @@ rate_limit {
 // ends.
 func startInstances(t *testing.T, n int, caddyfile string) []*Gateway {
 	t.Helper()
+	opts := make([]GatewayOptions, n)
+	for i := range opts {
+		opts[i].Caddyfile = caddyfile
+	}
+	return startInstancesWith(t, opts...)
+}
+
+// startInstancesWith starts one gateway per options at once, all on one
+// fresh database with one stub document service (their DatabaseURL and
+// DocService are set), and stops them when t ends.
+func startInstancesWith(t *testing.T, opts ...GatewayOptions) []*Gateway {
+	t.Helper()
 	dbURL := newDatabase(t)
 	doc := NewDocStub()
 	t.Cleanup(doc.Close)
-	gws := make([]*Gateway, n)
-	errs := make([]error, n)
+	gws := make([]*Gateway, len(opts))
+	errs := make([]error, len(opts))
 	var wg sync.WaitGroup
 	for i := range gws {
+		o := opts[i]
+		o.DatabaseURL, o.DocService = dbURL, doc.Addr()
 		wg.Go(func() {
-			gws[i], errs[i] = launchGateway(GatewayOptions{DatabaseURL: dbURL, DocService: doc.Addr(), Caddyfile: caddyfile})
+			gws[i], errs[i] = launchGateway(o)
 		})
 	}
 	wg.Wait()

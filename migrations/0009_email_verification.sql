@@ -45,7 +45,9 @@ CREATE TABLE IF NOT EXISTS mail_outbox (
     last_error      text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     done_at         timestamptz,
-    CHECK (user_id IS NOT NULL OR address IS NOT NULL)
+    -- A waiting row names its recipient; a done one keeps no typed
+    -- address (the sender records the account it resolved, if any).
+    CHECK (state <> 'pending' OR user_id IS NOT NULL OR address IS NOT NULL)
 );
 CREATE INDEX IF NOT EXISTS mail_outbox_due ON mail_outbox (next_attempt_at, id) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS mail_outbox_done ON mail_outbox (done_at) WHERE state <> 'pending';

@@ -7,8 +7,9 @@
 // PLAIN with one user name and password (only over TLS, as real servers
 // do), and keeps every message it accepts. FailNext makes the next RCPT or
 // DATA commands answer with a given code; Stop and Start take the server
-// down and bring it back on the same port. Every byte a client sent is
-// kept as it crossed the wire (ClientBytes), so a test can prove that a
+// down and bring it back on the same port; HoldNext stalls the next
+// message mid-DATA, so that a test can kill its sender there. Every byte
+// a client sent is kept as it crossed the wire (ClientBytes), so a test can prove that a
 // password never travelled in clear.
 package smtptest
 
@@ -77,6 +78,9 @@ type Options struct {
 	// configured server would: to prove that a client does not send its
 	// password there.
 	InsecureAuth bool
+	// Addr is where to listen (host:port); default a free port of
+	// 127.0.0.1. The development sink (cmd/mailsink) names a fixed one.
+	Addr string
 }
 
 // Command names an SMTP command whose answer FailNext can replace.
@@ -119,6 +123,8 @@ type Server struct {
 	messages []Message
 	changed  chan struct{} // closed and replaced when a message arrives
 	failures map[Command][]int
+	holds    []*Hold // armed by HoldNext, taken by the next DATA in order
+	held     []*Hold // taken: aborted by Stop unless ended before
 	wire     bytes.Buffer
 }
 
@@ -132,7 +138,10 @@ func New(opts Options) (*Server, error) {
 		}
 		s.tlsConf, s.pool = conf, pool
 	}
-	s.addr = "127.0.0.1:0"
+	s.addr = opts.Addr
+	if s.addr == "" {
+		s.addr = "127.0.0.1:0"
+	}
 	if err := s.Start(); err != nil {
 		return nil, err
 	}
@@ -207,6 +216,13 @@ func (s *Server) Stop() {
 	s.mu.Unlock()
 	if srv == nil {
 		return
+	}
+	s.mu.Lock()
+	holds := append(s.holds, s.held...)
+	s.holds, s.held = nil, nil
+	s.mu.Unlock()
+	for _, h := range holds {
+		h.Abort()
 	}
 	_ = srv.Close()
 	// Close only closes the listeners Serve has registered, and Serve
@@ -285,6 +301,93 @@ func (s *Server) takeFailure(cmd Command) int {
 	}
 	s.failures[cmd] = q[1:]
 	return q[0]
+}
+
+// Hold is a message the server holds mid-DATA (HoldNext).
+type Hold struct {
+	reached chan struct{} // closed when a DATA is held
+	end     chan bool     // closed by Release (true) or Abort (false)
+	once    sync.Once
+	mu      sync.Mutex
+	from    string
+	to      []string
+	release bool
+}
+
+// HoldNext makes the next DATA stall before the server reads the
+// message: the client has sent DATA, got 354, has sent (or is sending)
+// the message and waits for the answer that would say it was accepted.
+// Reached is closed then. Release reads the message and accepts it as
+// usual; Abort drops it unread with a 451, as a server does when the
+// client's connection breaks mid-message. (A held server reads nothing,
+// so it cannot notice the close itself: a test that kills the client
+// calls Abort.) Stop aborts every hold. Calls add up in order.
+func (s *Server) HoldNext() *Hold {
+	h := &Hold{reached: make(chan struct{}), end: make(chan bool)}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.holds = append(s.holds, h)
+	return h
+}
+
+// Reached is closed once a client's DATA is held.
+func (h *Hold) Reached() <-chan struct{} { return h.reached }
+
+// From is the envelope sender (MAIL FROM) of the held message, and To
+// its recipients; both empty before Reached.
+func (h *Hold) From() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.from
+}
+
+// To is the held message's envelope recipients.
+func (h *Hold) To() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.to...)
+}
+
+// Release lets the held message be read and accepted. Only the first
+// Release or Abort counts.
+func (h *Hold) Release() { h.finish(true) }
+
+// Abort drops the held message unread, answering 451.
+func (h *Hold) Abort() { h.finish(false) }
+
+func (h *Hold) finish(release bool) {
+	h.once.Do(func() {
+		h.mu.Lock()
+		h.release = release
+		h.mu.Unlock()
+		close(h.end)
+	})
+}
+
+// takeHold returns the hold the next DATA must wait on, nil if none.
+func (s *Server) takeHold() *Hold {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.holds) == 0 {
+		return nil
+	}
+	h := s.holds[0]
+	s.holds = s.holds[1:]
+	s.held = append(s.held, h)
+	return h
+}
+
+// wait marks the hold reached by a session and blocks until Release or
+// Abort; it reports whether the message may be read.
+func (h *Hold) wait(from string, to []string) bool {
+	h.mu.Lock()
+	h.from, h.to = from, append([]string(nil), to...)
+	h.mu.Unlock()
+	close(h.reached)
+	<-h.end
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.release
 }
 
 // Messages returns a copy of the messages accepted so far, in order.
@@ -415,6 +518,9 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 }
 
 func (ss *session) Data(r io.Reader) error {
+	if h := ss.s.takeHold(); h != nil && !h.wait(ss.from, ss.to) {
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCodeNotSet, Message: "message dropped mid-DATA"}
+	}
 	raw, err := io.ReadAll(r)
 	if err != nil {
 		return err

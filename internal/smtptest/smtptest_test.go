@@ -116,3 +116,81 @@ func TestCertPEM(t *testing.T) {
 		t.Error("a plain server has a certificate")
 	}
 }
+
+// sendData runs one plain session up to the end of the message and
+// returns the connection, whose next answer is the DATA reply.
+func sendData(t *testing.T, s *Server, from, to string) *textproto.Conn {
+	t.Helper()
+	tc := dialText(t, s)
+	cmd(t, tc, 250, "EHLO client.test")
+	cmd(t, tc, 250, "MAIL FROM:<%s>", from)
+	cmd(t, tc, 250, "RCPT TO:<%s>", to)
+	cmd(t, tc, 354, "DATA")
+	if err := tc.PrintfLine("Subject: hi\r\n\r\nbody\r\n."); err != nil {
+		t.Fatal(err)
+	}
+	return tc
+}
+
+// TestHoldNext: a held DATA answers nothing until Release (then the
+// message is accepted) or Abort (451, nothing kept); Stop ends a hold
+// nobody ended; the message after a hold passes.
+func TestHoldNext(t *testing.T) {
+	s := Start(t, Options{})
+	released, aborted := s.HoldNext(), s.HoldNext()
+
+	tc := sendData(t, s, "a@example.com", "b@example.com")
+	select {
+	case <-released.Reached():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first DATA was not held")
+	}
+	if released.From() != "a@example.com" || len(released.To()) != 1 || released.To()[0] != "b@example.com" {
+		t.Errorf("held from %q to %q", released.From(), released.To())
+	}
+	reply := make(chan error, 1)
+	go func() { _, _, err := tc.ReadResponse(250); reply <- err }()
+	select {
+	case err := <-reply:
+		t.Fatalf("a held DATA was answered (%v)", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if n := len(s.Messages()); n != 0 {
+		t.Fatalf("%d messages kept while held", n)
+	}
+	released.Release()
+	if err := <-reply; err != nil {
+		t.Fatalf("after Release: %v", err)
+	}
+	if _, err := s.Wait(1, time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	tc = sendData(t, s, "c@example.com", "d@example.com")
+	<-aborted.Reached()
+	aborted.Abort()
+	if code, msg, err := tc.ReadResponse(250); code != 451 {
+		t.Fatalf("after Abort: %d %s (%v), want 451", code, msg, err)
+	}
+	tc = sendData(t, s, "e@example.com", "f@example.com")
+	if _, _, err := tc.ReadResponse(250); err != nil {
+		t.Fatalf("the DATA after the holds: %v", err)
+	}
+	if msgs := s.Messages(); len(msgs) != 2 || msgs[1].From != "e@example.com" {
+		t.Errorf("messages %+v, want those from a@ and e@", msgs)
+	}
+
+	stopped := s.HoldNext()
+	sendData(t, s, "g@example.com", "h@example.com")
+	<-stopped.Reached()
+	done := make(chan struct{})
+	go func() { s.Stop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Stop hung on a hold")
+	}
+	if len(s.Messages()) != 2 {
+		t.Errorf("a held message was kept after Stop: %d", len(s.Messages()))
+	}
+}
