@@ -323,63 +323,55 @@ func writeJSON(w io.Writer, v any) error {
 }
 
 func listAppsCommand() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "list-apps [--json] [--config FILE]",
-		Short: "Lists the app registry",
-		Long: `Lists every app, one a line, by key: the key, "open" (open to every
+	return listCommand("list-apps", "Lists the app registry",
+		`Lists every app, one a line, by key: the key, "open" (open to every
 signed-in user) or "closed" (granted users and groups only), and the
 name, separated by tabs. --json writes what GET /api/admin/apps answers.`,
-		Args: cobra.NoArgs,
-	}
-	asJSON := cmd.Flags().Bool("json", false, "write a JSON array")
-	config, adapter := configFlags(cmd)
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		return withService(cmd, *config, *adapter, func(ctx context.Context, svc *accounts.Service) error {
-			apps, err := svc.ListApps(ctx)
-			if err != nil {
-				return err
+		(*accounts.Service).ListApps,
+		func(a accounts.App) string {
+			access := "closed"
+			if a.OpenToAll {
+				access = "open"
 			}
-			out := cmd.OutOrStdout()
-			if *asJSON {
-				return writeJSON(out, apps)
-			}
-			for _, a := range apps {
-				access := "closed"
-				if a.OpenToAll {
-					access = "open"
-				}
-				fmt.Fprintf(out, "%s\t%s\t%s\n", a.Key, access, a.Name)
-			}
-			return nil
+			return a.Key + "\t" + access + "\t" + a.Name
 		})
-	}
-	return cmd
 }
 
 func listGroupsCommand() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "list-groups [--json] [--config FILE]",
-		Short: "Lists the groups",
-		Long: `Lists every group, one a line, by name: the id, the name, the number of
+	return listCommand("list-groups", "Lists the groups",
+		`Lists every group, one a line, by name: the id, the name, the number of
 members and the keys of the apps granted to it (comma-separated, empty
 for none), separated by tabs. --json writes the group objects of
 GET /api/admin/groups.`,
-		Args: cobra.NoArgs,
+		(*accounts.Service).ListGroups,
+		func(g *accounts.Group) string {
+			return fmt.Sprintf("%s\t%s\t%d\t%s", g.ID, g.Name, g.MemberCount, strings.Join(g.Apps, ","))
+		})
+}
+
+// listCommand makes a command that prints what list returns, a line of
+// each item, or with --json the JSON array.
+func listCommand[T any](name, short, long string, list func(*accounts.Service, context.Context) ([]T, error), line func(T) string) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   name + " [--json] [--config FILE]",
+		Short: short,
+		Long:  long,
+		Args:  cobra.NoArgs,
 	}
 	asJSON := cmd.Flags().Bool("json", false, "write a JSON array")
 	config, adapter := configFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		return withService(cmd, *config, *adapter, func(ctx context.Context, svc *accounts.Service) error {
-			groups, err := svc.ListGroups(ctx)
+			items, err := list(svc, ctx)
 			if err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
 			if *asJSON {
-				return writeJSON(out, groups)
+				return writeJSON(out, items)
 			}
-			for _, g := range groups {
-				fmt.Fprintf(out, "%s\t%s\t%d\t%s\n", g.ID, g.Name, g.MemberCount, strings.Join(g.Apps, ","))
+			for _, it := range items {
+				fmt.Fprintln(out, line(it))
 			}
 			return nil
 		})

@@ -258,9 +258,7 @@ func TestCLIGrantLetsThrough(t *testing.T) {
 	t.Parallel()
 	g := startGateway(t, GatewayOptions{})
 	c := g.Client(t)
-	adminEmail, adminPassword := uniqueEmail(t), randomPassword()
-	createAdmin(t, g.DatabaseURL, adminEmail, adminPassword)
-	admin := c.Login(adminEmail, adminPassword)
+	admin := c.NewAdmin(g.DatabaseURL)
 	user, _, token := c.NewUser()
 	env := map[string]string{"DATABASE_URL": g.DatabaseURL}
 	cli := func(want string, args ...string) time.Time {

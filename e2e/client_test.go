@@ -293,6 +293,15 @@ func (c *Client) NewUser() (u apiUser, password, token string) {
 	return u, password, c.Login(u.Email, password)
 }
 
+// NewAdmin creates an admin account with `caddy accounts create-admin`
+// on the gateway's database dbURL and logs it in; it returns the token.
+func (c *Client) NewAdmin(dbURL string) string {
+	c.t.Helper()
+	email, password := uniqueEmail(c.t), randomPassword()
+	createAdmin(c.t, dbURL, email, password)
+	return c.Login(email, password)
+}
+
 // ---------------------------------------------------------------------
 // Test data
 

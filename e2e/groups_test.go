@@ -19,9 +19,7 @@ func TestGroupGrantOpensAnApp(t *testing.T) {
 	t.Parallel()
 	g := startGateway(t, GatewayOptions{})
 	c := g.Client(t)
-	adminEmail, adminPassword := uniqueEmail(t), randomPassword()
-	createAdmin(t, g.DatabaseURL, adminEmail, adminPassword)
-	admin := c.Login(adminEmail, adminPassword)
+	admin := c.NewAdmin(g.DatabaseURL)
 	user, _, token := c.NewUser()
 
 	send := func(method, path, body string) *Response {
@@ -83,9 +81,7 @@ func TestDocumentsRequireApp(t *testing.T) {
 	a, b := gws[0], gws[1]
 	ca := a.Client(t)
 	cb := viaGateway(ca, b)
-	adminEmail, adminPassword := uniqueEmail(t), randomPassword()
-	createAdmin(t, a.DatabaseURL, adminEmail, adminPassword)
-	admin := ca.Login(adminEmail, adminPassword)
+	admin := ca.NewAdmin(a.DatabaseURL)
 	user, _, token := ca.NewUser()
 
 	send := func(method, path, body string) *Response {
@@ -187,9 +183,7 @@ func TestDocumentSharingByGroup(t *testing.T) {
 	t.Cleanup(docs.srv.Close)
 	g := startGateway(t, GatewayOptions{DocService: docs.srv.Listener.Addr().String()})
 	c := g.Client(t)
-	adminEmail, adminPassword := uniqueEmail(t), randomPassword()
-	createAdmin(t, g.DatabaseURL, adminEmail, adminPassword)
-	admin := c.Login(adminEmail, adminPassword)
+	admin := c.NewAdmin(g.DatabaseURL)
 	alice, _, aliceToken := c.NewUser()
 	bob, _, bobToken := c.NewUser()
 	_, _, carolToken := c.NewUser()

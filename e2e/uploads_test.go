@@ -300,9 +300,7 @@ func TestUploadLimitFollowsSettings(t *testing.T) {
 	t.Parallel()
 	g := startGateway(t, GatewayOptions{})
 	c := g.Client(t)
-	adminEmail, adminPassword := uniqueEmail(t), randomPassword()
-	createAdmin(t, g.DatabaseURL, adminEmail, adminPassword)
-	admin := c.Login(adminEmail, adminPassword)
+	admin := c.NewAdmin(g.DatabaseURL)
 	_, _, token := c.NewUser()
 	const mib = 1 << 20
 	data := randomBytes(t, 2*mib+1)

@@ -31,10 +31,12 @@
 // measure latency: every connection pauses after each answer, so that
 // every target gets the same request rate, below saturation.
 //
-// With -variants, two more targets attribute the overhead: the token check
-// alone in front of the proxy (accounts_strip_identity, accounts_auth,
-// reverse_proxy, nothing else), and the project's Caddyfile without its
-// accounts_auth and accounts_upload_limit lines.
+// With -variants, three more targets attribute the overhead: the token
+// check alone in front of the proxy (accounts_strip_identity,
+// accounts_auth, reverse_proxy, nothing else), the project's Caddyfile
+// without its accounts_auth and accounts_upload_limit lines, and the
+// project's Caddyfile without require_app (what the app check and the
+// groups header cost).
 //
 // With -external NAME=URL, servers the benchmark does not start (the
 // FastAPI + nginx stack the gateway replaces, say) are measured in the
@@ -182,7 +184,7 @@ func parseFlags() options {
 	flag.IntVar(&o.keyBits, "key-bits", envInt("KEY_BITS", 4096), "RSA key size of the token signing key (env KEY_BITS)")
 	flag.BoolVar(&o.profile, "profile", envBool("PROFILE"), "after the rounds, take a CPU profile of each target under load (env PROFILE=1)")
 	flag.BoolVar(&o.keep, "keep", envBool("KEEP"), "keep the temp dir (Caddyfiles, tokens, key) (env KEEP=1)")
-	flag.BoolVar(&o.variants, "variants", envBool("VARIANTS"), "also measure the token check alone in front of the proxy, and the project's Caddyfile without accounts_auth/accounts_upload_limit, to attribute the overhead (env VARIANTS=1)")
+	flag.BoolVar(&o.variants, "variants", envBool("VARIANTS"), "also measure the token check alone in front of the proxy, the project's Caddyfile without accounts_auth/accounts_upload_limit, and without require_app, to attribute the overhead (env VARIANTS=1)")
 	flag.IntVar(&o.idleConns, "idle-conns", envInt("DOC_SERVICE_IDLE_CONNS", 128), "idle upstream connections per host kept by the gateway (the project's Caddyfile reads DOC_SERVICE_IDLE_CONNS) and by plain caddy (env DOC_SERVICE_IDLE_CONNS)")
 	flag.Float64Var(&o.pacedLoad, "paced-load", envFloat("PACED_LOAD", 0.5), "after the throughput rounds, as many rounds at this part of plain caddy's throughput, paced alike for every target, for latency at equal load; 0 skips them (env PACED_LOAD)")
 	flag.DurationVar(&o.quietWait, "quiet-wait", envDuration("QUIET_WAIT", 2*time.Minute), "before each run, wait up to this long for the machine to be idle; 0 does not wait (env QUIET_WAIT)")
@@ -449,7 +451,8 @@ func run(ctx context.Context, o options) error {
 			spec{key: "gateway_authonly", name: "gw auth only", auth: true, caddyfile: func(site, admin string) string {
 				return fmt.Sprintf("# The token check alone in front of the proxy: no routes, no upload\n# limit, no proxy timeouts.\n{\n\tadmin %s\n\taccounts\n}\n\n%s {\n\taccounts_strip_identity\n\taccounts_auth\n\treverse_proxy %s\n}\n", admin, site, stub.addr)
 			}},
-			spec{key: "gateway_noauth", name: "gw no auth", edit: dropLines("accounts_auth", "accounts_upload_limit")})
+			spec{key: "gateway_noauth", name: "gw no auth", edit: dropLines("accounts_auth @documents", "accounts_upload_limit @documents")},
+			spec{key: "gateway_noapp", name: "gw no require_app", auth: true, edit: dropLines("require_app documents")})
 	}
 	for _, d := range []string{"settings", "frontend", "xdg-data", "xdg-config"} {
 		if err := os.MkdirAll(filepath.Join(tmp, d), 0o755); err != nil {
