@@ -307,7 +307,7 @@ func TestOpenAPICheck(t *testing.T) {
 		}
 		return h
 	}
-	const user = `{"id":"6f1c2a34-5b6d-4e7f-8a9b-0c1d2e3f4a5b","email":"a@example.com","role":"user","is_active":true,` +
+	const user = `{"id":"6f1c2a34-5b6d-4e7f-8a9b-0c1d2e3f4a5b","email":"a@example.com","role":"user","is_active":true,"email_verified":true,` +
 		`"created_at":"2024-01-01T00:00:00Z","updated_at":"2024-01-01T00:00:00Z"}`
 	good := []Exchange{
 		{Method: "GET", URI: "/api/health", Status: 200, Header: jsonHeader(), Body: []byte(`{"status":"ok"}`)},
