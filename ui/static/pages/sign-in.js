@@ -19,9 +19,11 @@ export function render(main, { navigate, params, safeNext }) {
     });
     navigate(next || "/accounts/profile", { replace: true });
   });
+  main.append(heading("Sign in"));
+  if (next) {
+    main.append(h("p", { class: "notice", text: "Your session has ended. Sign in to continue." }));
+  }
   main.append(
-    heading("Sign in"),
-    next ? h("p", { class: "notice", text: "Your session has ended. Sign in to continue." }) : null,
     f,
     h(
       "p",
