@@ -565,8 +565,8 @@ func (env *uiEnv) testResetPassword(t *testing.T) {
 	tab.fill("new_password", "short")
 	tab.fill("confirm", "short")
 	tab.submit()
-	tab.waitFor(`(document.querySelector('[data-field="new_password"] .field-error') || {}).textContent === ` +
-		js("Password must be at least 8 characters long Password must contain at least one uppercase letter Password must contain at least one special character"))
+	tab.waitFor(`Array.from(document.querySelectorAll('[data-field="new_password"] .field-error span'), (s) => s.textContent).join("|") === ` +
+		js("Password must be at least 8 characters long|Password must contain at least one uppercase letter|Password must contain at least one special character"))
 	if v := uiEval[string](tab, `document.querySelector('[name="new_password"]').getAttribute("aria-invalid")`); v != "true" {
 		t.Errorf("the refused field has aria-invalid=%q", v)
 	}
@@ -597,6 +597,7 @@ func (env *uiEnv) testExpiredSession(t *testing.T) {
 	u, pw, token := c.NewUser()
 
 	tab.open("/accounts/sign-in")
+	tab.waitText("main h1", "Sign in")
 	tab.shoot("sign-in")
 	tab.signIn(u.Email, pw)
 	tab.waitPath("/accounts/profile")
@@ -611,6 +612,22 @@ func (env *uiEnv) testExpiredSession(t *testing.T) {
 	tab.waitPath("/accounts/apps")
 	tab.waitFor(`!!document.querySelector('[data-app="documents"]')`)
 	tab.shoot("apps")
+
+	// Change the password: the API's detail for a wrong one, then done.
+	tab.do(chromedp.Click(chromedp.CSS(`#nav a[href="/accounts/password"]`)))
+	tab.waitText("main h1", "Change password")
+	newPW := randomPassword()
+	tab.fill("current_password", "Wrong!pw1")
+	tab.fill("new_password", newPW)
+	tab.fill("confirm", newPW)
+	tab.submit()
+	tab.waitText("main .form-message", "Incorrect password")
+	tab.fill("current_password", pw)
+	tab.fill("new_password", newPW)
+	tab.fill("confirm", newPW)
+	tab.submit()
+	tab.waitText(`main p[role="status"]`, "Password changed. Your other sessions have been signed out.")
+	c.Login(u.Email, newPW)
 }
 
 // testCrossOriginForm: a page of another origin (another port of the

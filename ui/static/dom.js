@@ -68,7 +68,7 @@ export function field({ name, label, type = "text", value, autocomplete, require
     hintEl = h("p", { class: "hint", id: id + "-hint", text: hint });
     described.push(hintEl.id);
   }
-  const error = h("p", { class: "field-error", id: id + "-error", hidden: true });
+  const error = h("div", { class: "field-error", id: id + "-error", hidden: true });
   described.push(error.id);
   const props = { id, name, autocomplete, required, maxlength, "aria-describedby": described.join(" ") };
   const input = multiline ? h("textarea", { ...props, rows: 5 }) : h("input", { ...props, type });
@@ -97,7 +97,7 @@ export function say(line, text) {
 /** Removes every error shown in a form. */
 export function clearErrors(form) {
   for (const el of form.querySelectorAll(".field-error")) {
-    el.textContent = "";
+    el.replaceChildren();
     el.hidden = true;
   }
   for (const el of form.querySelectorAll("[aria-invalid]")) {
@@ -123,7 +123,7 @@ export function fieldError(form, name, text) {
     return false;
   }
   const line = wrap.querySelector(".field-error");
-  line.textContent = line.textContent ? line.textContent + " " + text : text;
+  line.append(h("span", { text }));
   line.hidden = false;
   wrap.querySelector("input, textarea, select").setAttribute("aria-invalid", "true");
   return true;
