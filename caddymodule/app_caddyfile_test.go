@@ -18,6 +18,7 @@ import (
 
 	"github.com/caddyaccounts/gateway/accounts"
 	"github.com/caddyaccounts/gateway/internal/layout"
+	"github.com/caddyaccounts/gateway/ui"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
@@ -133,6 +134,8 @@ func TestProjectCaddyfileAdapts(t *testing.T) {
 		`"path":["/api/*","/.well-known/jwks.json"]`,
 		`{"handler":"accounts_api"}`,
 		`"try_files":["{http.request.uri.path}","/index.html"]`,
+		`"path":["/accounts","/accounts/*"]`,
+		`{"handler":"accounts_ui"}`,
 	} {
 		if !strings.Contains(js, want) {
 			t.Errorf("adapted config lacks %s", want)
@@ -183,6 +186,39 @@ func TestProjectCaddyfileAdapts(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("the site's routes are\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
+}
+
+// TestUIDirective: accounts_ui takes no arguments and, written with
+// encode in one route, runs inside it (after encode, before file_server),
+// and serves the embedded pages with the strict CSP.
+func TestUIDirective(t *testing.T) {
+	for _, bad := range []string{"accounts_ui x", "accounts_ui {\n dir x\n}"} {
+		if _, err := parseUIHandler(httpcaddyfile.Helper{Dispenser: caddyfile.NewTestDispenser(bad)}); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	src := ":8080 {\n\tfile_server\n\taccounts_ui\n\tencode gzip\n}\n"
+	out, _, err := caddyfile.Adapter{ServerType: httpcaddyfile.ServerType{}}.Adapt([]byte(src), map[string]any{"filename": "Caddyfile"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := string(out)
+	enc, page, fs := strings.Index(js, `"handler":"encode"`), strings.Index(js, `"handler":"accounts_ui"`), strings.Index(js, `"handler":"file_server"`)
+	if enc < 0 || page < enc || fs < page {
+		t.Errorf("want encode, accounts_ui, file_server in this order: %s", js)
+	}
+
+	h := new(UIHandler)
+	if err := h.Provision(caddy.Context{}); err != nil {
+		t.Fatal(err)
+	}
+	w := httptest.NewRecorder()
+	if err := h.ServeHTTP(w, httptest.NewRequest("GET", "/accounts/profile", nil), nil); err != nil {
+		t.Fatal(err)
+	}
+	if w.Code != 200 || w.Header().Get("Content-Security-Policy") != ui.CSP || !strings.Contains(w.Body.String(), "/app.js") {
+		t.Errorf("GET /accounts/profile: %d %v", w.Code, w.Header())
 	}
 }
 

@@ -26,13 +26,15 @@ import (
 //     request_header; accounts_upload_limit after it (before
 //     request_header too), so that only signed-in users can make the
 //     gateway spool, and both before reverse_proxy;
-//   - accounts_api before reverse_proxy.
+//   - accounts_api, then accounts_ui, before reverse_proxy (both answer
+//     every request they get, like file_server).
 func init() {
 	httpcaddyfile.RegisterDirectiveOrder("accounts_strip_identity", httpcaddyfile.Before, "tracing")
 	httpcaddyfile.RegisterDirectiveOrder("accounts_security_headers", httpcaddyfile.Before, "tracing")
 	httpcaddyfile.RegisterDirectiveOrder("accounts_auth", httpcaddyfile.After, "forward_auth")
 	httpcaddyfile.RegisterDirectiveOrder("accounts_upload_limit", httpcaddyfile.Before, "request_header")
 	httpcaddyfile.RegisterDirectiveOrder("accounts_api", httpcaddyfile.Before, "reverse_proxy")
+	httpcaddyfile.RegisterDirectiveOrder("accounts_ui", httpcaddyfile.Before, "reverse_proxy")
 }
 
 // appFrom returns the accounts app of the running config, provisioning
