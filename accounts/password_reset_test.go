@@ -367,6 +367,52 @@ func TestMailRequestsRevealNothing(t *testing.T) {
 	}
 }
 
+// outboxSettled waits until no mail is pending, and checks that every
+// row of the outbox ended as sent or, for no recipient, dropped.
+func outboxSettled(t *testing.T, env *testEnv, sent, dropped int) {
+	t.Helper()
+	within(t, 5*time.Second, func() string {
+		var pending, gotSent, gotDropped, other int
+		if err := env.db.QueryRow(context.Background(), `SELECT count(*) FILTER (WHERE state = 'pending'),
+			count(*) FILTER (WHERE state = 'sent'), count(*) FILTER (WHERE state = 'dropped'),
+			count(*) FILTER (WHERE state NOT IN ('pending', 'sent', 'dropped')) FROM mail_outbox`).Scan(&pending, &gotSent, &gotDropped, &other); err != nil {
+			return err.Error()
+		}
+		if pending != 0 || gotSent != sent || gotDropped != dropped || other != 0 {
+			return fmt.Sprintf("outbox: %d pending, %d sent, %d dropped, %d other; want %d sent, %d dropped", pending, gotSent, gotDropped, other, sent, dropped)
+		}
+		return ""
+	})
+}
+
+// TestMailRequestsDoNotWaitForTheServer: a request that sends mail only
+// queues it; while the SMTP server holds a message mid-send, resend and
+// reset answer at once.
+func TestMailRequestsDoNotWaitForTheServer(t *testing.T) {
+	t.Parallel()
+	env, srv := newMailEnv(t)
+	hold := srv.HoldNext()
+	u := env.register("held@example.com", "Secret!pw1")
+	select {
+	case <-hold.Reached():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the verification mail did not reach the server")
+	}
+	for _, path := range []string{"/api/auth/password-reset", "/api/auth/verify-email/resend"} {
+		start := time.Now()
+		r := env.do("POST", path, "", map[string]any{"email": u.Email})
+		if took := time.Since(start); r.Status != http.StatusAccepted || took > time.Second {
+			t.Fatalf("%s while the server holds a mail: %d in %v", path, r.Status, took)
+		}
+	}
+	hold.Release()
+	// The held verification, the reset, and a second verification (the
+	// account is still unverified), once each.
+	mailTo(t, srv, 3, u.Email)
+	noMoreMail(t, srv, 3)
+	outboxSettled(t, env, 3, 0)
+}
+
 // TestMailPerAddressLimit: one mail per address and purpose per window,
 // whatever the client address; the answer does not change.
 func TestMailPerAddressLimit(t *testing.T) {
@@ -382,6 +428,7 @@ func TestMailPerAddressLimit(t *testing.T) {
 	}
 	mailTo(t, srv, 2, u.Email)
 	noMoreMail(t, srv, 2)
+	outboxSettled(t, env, 2, 0)
 }
 
 // TestMailLinksComeFromPublicURL: a forged Host or X-Forwarded-Host

@@ -168,6 +168,18 @@ func TestTakeOverOldBackendDatabase(t *testing.T) {
 	if got := dumpTable(t, url, usersQ); got != usersBefore {
 		t.Fatalf("users changed by the migration:\nbefore\n%s\nafter\n%s", usersBefore, got)
 	}
+	// The accounts that existed before email verification count as
+	// verified; new ones start unverified.
+	if got := dumpTable(t, url, "SELECT count(*) FILTER (WHERE email_verified), count(*) FROM users"); got != fmt.Sprintf("%d %d\n", len(oldUsers), len(oldUsers)) {
+		t.Fatalf("verified users after the migration: %q, want all %d", got, len(oldUsers))
+	}
+	var verified bool
+	if err := pool.QueryRow(ctx, "INSERT INTO users (email, hashed_password) VALUES ('new@old.example', 'x') RETURNING email_verified").Scan(&verified); err != nil || verified {
+		t.Fatalf("a new user's email_verified %v (%v), want false", verified, err)
+	}
+	if _, err := pool.Exec(ctx, "DELETE FROM users WHERE email = 'new@old.example'"); err != nil {
+		t.Fatal(err)
+	}
 	if got := dumpTable(t, url, profilesQ); got != profilesBefore {
 		t.Fatalf("profiles changed by the migration:\nbefore\n%s\nafter\n%s", profilesBefore, got)
 	}
