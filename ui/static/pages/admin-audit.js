@@ -67,6 +67,7 @@ export async function render(main, { params }) {
     query.skip = skip;
     keepQuery(query);
     showProblem(line, null);
+    table.setAttribute("aria-busy", "true");
     try {
       const { items, total } = await getPage("/api/admin/audit", { ...query, limit });
       body.replaceChildren(...items.map((e) => h("tr", { "data-event": e.event, "data-id": e.id },
@@ -85,6 +86,8 @@ export async function render(main, { params }) {
       } else {
         showProblem(line, err);
       }
+    } finally {
+      table.removeAttribute("aria-busy");
     }
   }
   filters.addEventListener("submit", (event) => {

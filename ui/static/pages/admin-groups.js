@@ -163,7 +163,7 @@ async function group(main, { navigate }, id) {
     await api("DELETE", base);
     forgetGroupNames();
     navigate("/accounts/admin/groups", { replace: true });
-  });
+  }, { id: "delete-group" });
 
   main.append(
     h("p", {}, link("/accounts/admin/groups", "All groups")),

@@ -74,12 +74,12 @@ async function aiSettings(section) {
   // ever sent to the stored provider).
   const testLine = problemLine();
   const result = h("p", { id: "ai-test-result", role: "status", hidden: true });
-  const test = h("button", { type: "button", text: "Test connection" });
+  const test = h("button", { type: "button", id: "ai-test", text: "Test connection" });
   onClick(test, testLine, async () => {
     result.hidden = true;
     const r = await api("POST", "/api/settings/ai/test");
     result.className = r.ok ? "notice" : "form-message";
-    result.textContent = r.message + (r.latency_ms ? " (" + r.latency_ms + " ms)" : "");
+    result.textContent = r.message + (r.status_code !== null ? " (" + r.latency_ms + " ms)" : "");
     result.hidden = false;
   });
   section.append(key, updated, f, saved,
@@ -132,7 +132,7 @@ async function mailStatus(section) {
     if (m.last_failure) {
       rows.push(["Last given up", when(m.last_failure.at) + ": " + m.last_failure.kind + ", " + m.last_failure.reason]);
     }
-    body.replaceChildren(h("dl", {}, rows.map(([k, v]) => [h("dt", { text: k }), h("dd", { text: v })])));
+    body.replaceChildren(h("dl", {}, rows.flatMap(([k, v]) => [h("dt", { text: k }), h("dd", { text: v })])));
   };
   onClick(refresh, line, load);
   section.append(line, body, h("div", { class: "actions" }, refresh));

@@ -110,7 +110,7 @@ export async function render(main, { params, user: me }) {
     // The reset link (409 when mail is not configured: the API says so).
     const resetLine = problemLine();
     const resetDone = statusLine();
-    const reset = h("button", { type: "button", text: "Send a password reset link" });
+    const reset = h("button", { type: "button", class: "reset-link", text: "Send a password reset link" });
     onClick(reset, resetLine, async () => {
       say(resetDone, "");
       const answer = await api("POST", "/api/admin/users/" + encodeURIComponent(u.id) + "/password-reset");
