@@ -775,6 +775,11 @@ func (env *uiEnv) testAdmin(t *testing.T) {
 	// Closing ai takes it off the user's apps; the group's grant brings it back.
 	admin.click(`nav.subnav a[href="/accounts/admin/apps"]`)
 	admin.waitFor(`!!document.querySelector('li[data-app="ai"][data-open="true"]')`)
+	// The API's 409 for an app the configuration requires, in its words.
+	admin.click(`li[data-app="documents"] button[aria-label="Delete documents"]`)
+	admin.waitText(`li[data-app="documents"] button[data-armed]`, "Click again to delete documents")
+	admin.click(`li[data-app="documents"] button[data-armed]`)
+	admin.waitText(`main .form-message:not([hidden])`, "App is required by the gateway's configuration")
 	admin.click(`li[data-app="ai"] button[aria-label="Close ai"]`)
 	admin.waitFor(`!!document.querySelector('li[data-app="ai"][data-open="false"]')`)
 	userApps(false)
@@ -798,6 +803,7 @@ func (env *uiEnv) testAdmin(t *testing.T) {
 	admin.click(card + ` input[name="email_verified"]`)
 	admin.click(card + ` form[aria-label^="Account of"] button[type="submit"]`)
 	admin.waitSomeText(card+` p[role="status"]`, "Saved.")
+	admin.waitText(card+" p.device", u.Email+"confirmed")
 	var verified bool
 	querySQL(t, env.g.DatabaseURL, "SELECT email_verified FROM users WHERE id = $1", []any{u.ID}, &verified)
 	if !verified {
@@ -830,6 +836,12 @@ func (env *uiEnv) testAdmin(t *testing.T) {
 	admin.waitText("#ai-key", "API key: none")
 	admin.fill("base_url", "http://127.0.0.1:9/v1")
 	admin.fill("api_key", key)
+	// A 422 shows at its field, and nothing is saved.
+	admin.fill("temperature", "3")
+	admin.click(`form[aria-label="AI provider"] button[type="submit"]`)
+	admin.waitText(`[data-field="temperature"] .field-error span`, "Input should be less than or equal to 2")
+	admin.waitText("#ai-key", "API key: none")
+	admin.fill("temperature", "0.5")
 	admin.click(`form[aria-label="AI provider"] button[type="submit"]`)
 	masked := "API key: ****" + key[len(key)-4:]
 	admin.waitText("#ai-key", masked)

@@ -64,7 +64,7 @@ export async function render(main, { params, user: me }) {
 
   function card(u) {
     const head = h("p", { class: "device" });
-    const showHead = () => head.replaceChildren(h("strong", { text: u.email }), ...badges(u));
+    const showHead = () => head.replaceChildren(h("strong", { text: u.email }), ...badges(u).filter(Boolean));
     showHead();
     const details = h("details", { class: "manage" }, h("summary", { text: "Manage" }));
     let built = false;
