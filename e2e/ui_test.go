@@ -75,6 +75,7 @@ func TestUI(t *testing.T) {
 		t.Run("ResetPassword", env.testResetPassword)
 		t.Run("ExpiredSessionSignsInAndComesBack", env.testExpiredSession)
 		t.Run("CrossOriginFormRefused", env.testCrossOriginForm)
+		t.Run("Admin", env.testAdmin)
 	})
 	env.mu.Lock()
 	defer env.mu.Unlock()
@@ -278,6 +279,13 @@ func (tab *uiTab) waitText(sel, text string) {
 	tab.waitFor(fmt.Sprintf("(document.querySelector(%s) || {}).textContent === %s", js(sel), js(text)))
 }
 
+// waitSomeText waits until one of the elements of a CSS selector has
+// exactly text.
+func (tab *uiTab) waitSomeText(sel, text string) {
+	tab.t.Helper()
+	tab.waitFor(fmt.Sprintf("Array.from(document.querySelectorAll(%s)).some((e) => e.textContent === %s)", js(sel), js(text)))
+}
+
 // fill types value into the input named name, replacing what it held.
 func (tab *uiTab) fill(name, value string) {
 	tab.t.Helper()
@@ -287,6 +295,12 @@ func (tab *uiTab) fill(name, value string) {
 		chromedp.Evaluate[chromedp.Void]("document.querySelector("+js(css)+").value = ''"),
 		chromedp.SendKeys(chromedp.CSS(css), value),
 	)
+}
+
+// click clicks the element of a CSS selector, once it is visible.
+func (tab *uiTab) click(sel string) {
+	tab.t.Helper()
+	tab.do(chromedp.Click(chromedp.CSS(sel)))
 }
 
 // submit clicks the submit button of the page's form.
@@ -696,4 +710,168 @@ func (env *uiEnv) testCrossOriginForm(t *testing.T) {
 	tab.waitPath("/accounts/sessions")
 	expectStatus(t, c.Get("/api/users/me", token), http.StatusOK)
 	c.Login(u.Email, pw)
+}
+
+// The markup of the admin scenario's group name: it must show as text.
+const uiMarkup = `<img src=x onerror=alert(1)>`
+
+// testAdmin: an admin, in one browser context, creates a group (markup
+// in its name), adds the user, closes the ai app and grants it through
+// the group; the user's apps page, in another context, follows at once.
+// Then the admin confirms the user's email, sends a reset link, filters
+// the audit log, saves an AI key (shown masked only) and runs the
+// connection test, reopens the app and deletes the group. The user
+// meets "Admins only" on the admin pages.
+func (env *uiEnv) testAdmin(t *testing.T) {
+	t.Parallel()
+	c := env.g.Client(t)
+	adminEmail, adminPW := uniqueEmail(t), randomPassword()
+	createAdmin(t, env.g.DatabaseURL, adminEmail, adminPW)
+	u, pw, _ := c.NewUser()
+	admin, user := env.tab(t), env.tab(t)
+	userApps := func(aiListed bool) {
+		t.Helper()
+		user.do(chromedp.Reload())
+		want := "!"
+		if aiListed {
+			want = "!!"
+		}
+		user.waitFor(`!!document.querySelector('[data-app="documents"]') && ` + want + `document.querySelector('[data-app="ai"]')`)
+	}
+
+	// The user: no admin link, and "Admins only" at an admin page.
+	user.open("/accounts/sign-in")
+	user.signIn(u.Email, pw)
+	user.waitPath("/accounts/profile")
+	if n := uiEval[int](user, `document.querySelectorAll('#nav a[href^="/accounts/admin"]').length`); n != 0 {
+		t.Errorf("a user's navigation has %d admin links", n)
+	}
+	user.open("/accounts/admin/users")
+	user.waitText("main h1", "Admins only")
+	user.waitText("main p", "Only administrators may open this page.")
+	user.open("/accounts/apps")
+	userApps(true)
+
+	// The admin signs in on the way to the groups and creates one.
+	admin.open("/accounts/admin/groups")
+	admin.waitPath("/accounts/sign-in?next=%2Faccounts%2Fadmin%2Fgroups")
+	admin.signIn(adminEmail, adminPW)
+	admin.waitPath("/accounts/admin/groups")
+	admin.waitText("main h1", "Groups")
+	admin.fill("name", uiMarkup)
+	admin.fill("description", "Reviewers of the AI answers")
+	admin.click(`form[aria-label="Create a group"] button[type="submit"]`)
+	admin.waitFor(`location.pathname.startsWith("/accounts/admin/groups/")`)
+	admin.waitText("#group-name", uiMarkup)
+	groupID := strings.TrimPrefix(uiEval[string](admin, "location.pathname"), "/accounts/admin/groups/")
+
+	// The user joins from a search.
+	admin.fill("user_q", u.Email)
+	admin.click(`.user-search button[type="submit"]`)
+	admin.click(fmt.Sprintf(`.user-search li[data-user-id=%q] button`, u.ID))
+	admin.waitFor(fmt.Sprintf(`!!document.querySelector('ul[aria-label="Members"] li[data-user-id=%s]')`, js(u.ID)))
+	admin.waitSomeText(`main p[role="status"]`, "Added "+u.Email+".")
+
+	// Closing ai takes it off the user's apps; the group's grant brings it back.
+	admin.click(`nav.subnav a[href="/accounts/admin/apps"]`)
+	admin.waitFor(`!!document.querySelector('li[data-app="ai"][data-open="true"]')`)
+	// The API's 409 for an app the configuration requires, in its words.
+	admin.click(`li[data-app="documents"] button[aria-label="Delete documents"]`)
+	admin.waitText(`li[data-app="documents"] button[data-armed]`, "Click again to delete documents")
+	admin.click(`li[data-app="documents"] button[data-armed]`)
+	admin.waitText(`main .form-message:not([hidden])`, "App is required by the gateway's configuration")
+	admin.click(`li[data-app="ai"] button[aria-label="Close ai"]`)
+	admin.waitFor(`!!document.querySelector('li[data-app="ai"][data-open="false"]')`)
+	userApps(false)
+	admin.open("/accounts/admin/groups/" + groupID)
+	admin.click(`li[data-app="ai"] button[aria-label="Grant ai"]`)
+	admin.waitFor(`!!document.querySelector('li[data-app="ai"][data-granted="true"]')`)
+	userApps(true)
+	admin.waitText("#group-name", uiMarkup)
+	if n := uiEval[int](admin, `document.querySelectorAll("img").length`); n != 0 {
+		t.Errorf("the group's name made %d img elements", n)
+	}
+	admin.shoot("admin-group")
+
+	// The user's account: the apps and why, email confirmed, a reset link.
+	admin.open("/accounts/admin/users?q=" + url.QueryEscape(u.Email))
+	card := fmt.Sprintf(`li[data-user-id=%q]`, u.ID)
+	admin.waitText(".pager-info", "1–1 of 1")
+	admin.click(card + " summary")
+	admin.waitText(card+` li[data-app="ai"] .why`, "through group "+uiMarkup)
+	admin.waitText(card+` li[data-app="documents"] .why`, "open to all")
+	admin.click(card + ` input[name="email_verified"]`)
+	admin.click(card + ` form[aria-label^="Account of"] button[type="submit"]`)
+	admin.waitSomeText(card+` p[role="status"]`, "Saved.")
+	admin.waitText(card+" p.device", u.Email+"confirmed")
+	var verified bool
+	querySQL(t, env.g.DatabaseURL, "SELECT email_verified FROM users WHERE id = $1", []any{u.ID}, &verified)
+	if !verified {
+		t.Error("the admin confirmed the email, but it is not verified")
+	}
+	admin.click(card + ` button.reset-link`)
+	admin.waitSomeText(card+` p[role="status"]`, "A password reset link is on its way")
+	env.mailLink(t, u.Email, "/accounts/reset-password")
+	admin.shoot("admin-users")
+
+	// The audit log, filtered by event.
+	admin.click(`nav.subnav a[href="/accounts/admin/audit"]`)
+	admin.fill("event", "group.create, group.member_add")
+	admin.click(`form[role="search"] button[type="submit"]`)
+	admin.waitPath("/accounts/admin/audit?event=group.create&event=group.member_add")
+	// Only those events (the page shows the unfiltered log until the
+	// filtered one is in).
+	admin.waitFor(fmt.Sprintf(`!document.querySelector(".table-wrap[aria-busy]") && `+
+		`!!document.querySelector('tr[data-event="group.create"] a[href$=%s]') && !!document.querySelector('tr[data-event="group.member_add"] a[href$=%s]')`,
+		js("target_id="+groupID), js("target_id="+u.ID)))
+	if others := uiEval[int](admin, `Array.from(document.querySelectorAll("tbody tr"), (r) => r.dataset.event).filter((e) => e !== "group.create" && e !== "group.member_add").length`); others != 0 {
+		t.Errorf("the filtered log shows %d other events", others)
+	}
+	admin.shoot("admin-audit")
+
+	// AI settings: the key is typed once and shown masked only; the test
+	// of a loopback URL is refused by the gateway (nothing is sent).
+	key := "sk-" + randomHex(16)
+	admin.click(`nav.subnav a[href="/accounts/admin/settings"]`)
+	admin.waitText("#ai-key", "API key: none")
+	admin.fill("base_url", "http://127.0.0.1:9/v1")
+	admin.fill("api_key", key)
+	// A 422 shows at its field, and nothing is saved.
+	admin.fill("temperature", "3")
+	admin.click(`form[aria-label="AI provider"] button[type="submit"]`)
+	admin.waitText(`[data-field="temperature"] .field-error span`, "Input should be less than or equal to 2")
+	admin.waitText("#ai-key", "API key: none")
+	admin.fill("temperature", "0.5")
+	admin.click(`form[aria-label="AI provider"] button[type="submit"]`)
+	masked := "API key: ****" + key[len(key)-4:]
+	admin.waitText("#ai-key", masked)
+	noKey := func() {
+		t.Helper()
+		if uiEval[bool](admin, "document.documentElement.outerHTML.includes("+js(key)+") || document.querySelector('[name=\"api_key\"]').value !== ''") {
+			t.Error("the page holds the API key in clear after saving")
+		}
+	}
+	noKey()
+	admin.click(`#ai-test`)
+	admin.waitText("#ai-test-result", "Destination not allowed: 127.0.0.1 is a loopback address")
+	admin.do(chromedp.Reload())
+	admin.waitText("#ai-key", masked)
+	noKey()
+	admin.shoot("admin-settings")
+
+	// Reopen ai, and delete the group (a second click confirms).
+	admin.click(`nav.subnav a[href="/accounts/admin/apps"]`)
+	admin.click(`li[data-app="ai"] button[aria-label="Open ai"]`)
+	admin.waitFor(`!!document.querySelector('li[data-app="ai"][data-open="true"]')`)
+	admin.open("/accounts/admin/groups/" + groupID)
+	admin.waitText("#group-name", uiMarkup)
+	admin.click("#delete-group")
+	admin.waitText("#delete-group[data-armed]", "Click again to delete")
+	admin.click("#delete-group")
+	admin.waitPath("/accounts/admin/groups")
+	var groups int
+	querySQL(t, env.g.DatabaseURL, "SELECT count(*) FROM groups WHERE id = $1", []any{groupID}, &groups)
+	if groups != 0 {
+		t.Error("the group was not deleted")
+	}
 }

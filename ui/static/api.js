@@ -57,8 +57,9 @@ async function send(path, init) {
  * api("POST", "/api/auth/login", { form: {...}, session: false }).
  * Returns the parsed JSON body (null for 204); throws ApiError or SignInRequired.
  * With session: false a 401 is an ordinary error (sign-in, public pages).
+ * With withHeaders: true it returns { body, headers } (for X-Total-Count).
  */
-export async function api(method, path, { json, form, session = true } = {}) {
+export async function api(method, path, { json, form, session = true, withHeaders = false } = {}) {
   const init = { method, headers: {} };
   if (json !== undefined) {
     init.headers["Content-Type"] = "application/json";
@@ -76,7 +77,8 @@ export async function api(method, path, { json, form, session = true } = {}) {
       throw new SignInRequired();
     }
   }
-  return parse(res);
+  const body = await parse(res);
+  return withHeaders ? { body, headers: res.headers } : body;
 }
 
 async function parse(res) {

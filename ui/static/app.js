@@ -91,9 +91,10 @@ export async function render() {
     const view = h("div", { class: "page" });
     main.replaceChildren(view);
     if (route.access === "admin" && user.role !== "admin") {
-      view.append(h("h1", { tabindex: "-1", text: "Not allowed" }), h("p", { text: "Only administrators may open this page." }));
+      view.append(h("h1", { tabindex: "-1", text: "Admins only" }), h("p", { text: "Only administrators may open this page." }));
     } else {
-      await page.render(view, { user, navigate, params: new URLSearchParams(location.search), safeNext, stale: () => mine !== generation });
+      const ctx = { user, navigate, path, params: new URLSearchParams(location.search), safeNext, stale: () => mine !== generation };
+      await page.render(view, ctx);
     }
   } catch (err) {
     if (err instanceof SignInRequired || mine !== generation) {

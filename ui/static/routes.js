@@ -2,8 +2,9 @@
 // it and who may see it ("public": anyone, "user": signed in, "admin").
 // A page is one module exporting title and render(main, ctx); a new page
 // is one line here and one file there. A path that is not listed falls
-// back to the longest listed prefix marked "prefix" (so /admin/anything
-// reaches the admin page until it has pages of its own).
+// back to the longest listed prefix marked "prefix" (so /admin/groups/<id>
+// reaches the groups page, which reads the id from ctx.path, and any other
+// /admin/... the administration's overview, to admins only).
 
 export const routes = {
   "/": { page: "profile", access: "user" },
@@ -19,6 +20,11 @@ export const routes = {
   "/apps": { page: "apps", access: "user" },
   "/groups": { page: "groups", access: "user" },
   "/admin": { page: "admin", access: "admin", prefix: true },
+  "/admin/users": { page: "admin-users", access: "admin" },
+  "/admin/groups": { page: "admin-groups", access: "admin", prefix: true },
+  "/admin/apps": { page: "admin-apps", access: "admin" },
+  "/admin/settings": { page: "admin-settings", access: "admin" },
+  "/admin/audit": { page: "admin-audit", access: "admin" },
 };
 
 /** The links of the navigation for a signed-in user; admin: only for admins. */
