@@ -593,13 +593,12 @@ database is needed.`,
 		if m.SMTPURL == "" {
 			return errors.New("no SMTP server: set SMTP_URL or smtp_url")
 		}
-		sendTimeout := time.Duration(m.SendTimeout)
-		mailer, err := mail.New(mail.Config{URL: m.SMTPURL, From: m.From, SendTimeout: sendTimeout, TemplateDir: m.TemplatesDir})
+		mailer, sendTimeout, err := m.newMailer()
 		if err != nil {
 			return err
 		}
 		// The send timeout bounds the session; this bounds the rest.
-		ctx, cancel := context.WithTimeout(cmd.Context(), max(sendTimeout, mail.DefaultSendTimeout)+mail.DefaultDialTimeout)
+		ctx, cancel := context.WithTimeout(cmd.Context(), sendTimeout+mail.DefaultDialTimeout)
 		defer cancel()
 		line, err := mailer.Probe(ctx, *to)
 		if err != nil {

@@ -102,11 +102,7 @@ func (a *App) mailConfig() (accounts.MailConfig, error) {
 	if m.PublicURL == "" {
 		return cfg, errors.New("accounts: mail needs the site's public origin for its links: set PUBLIC_URL or public_url")
 	}
-	sendTimeout := time.Duration(m.SendTimeout)
-	if sendTimeout == 0 {
-		sendTimeout = mail.DefaultSendTimeout
-	}
-	mailer, err := mail.New(mail.Config{URL: m.SMTPURL, From: m.From, SendTimeout: sendTimeout, TemplateDir: m.TemplatesDir})
+	mailer, sendTimeout, err := m.newMailer()
 	if err != nil {
 		return cfg, fmt.Errorf("accounts: mail: %w", err)
 	}
@@ -117,6 +113,17 @@ func (a *App) mailConfig() (accounts.MailConfig, error) {
 	a.logger.Info("mail configured", zap.Stringer("smtp", mailer.Endpoint()), zap.String("public_url", m.PublicURL),
 		zap.Bool("verification_required", cfg.RequireVerification))
 	return cfg, nil
+}
+
+// newMailer makes the mailer of the SMTP settings, and says its send
+// timeout (SendTimeout, or mail's default).
+func (m *Mail) newMailer() (*mail.Mailer, time.Duration, error) {
+	sendTimeout := time.Duration(m.SendTimeout)
+	if sendTimeout == 0 {
+		sendTimeout = mail.DefaultSendTimeout
+	}
+	mailer, err := mail.New(mail.Config{URL: m.SMTPURL, From: m.From, SendTimeout: sendTimeout, TemplateDir: m.TemplatesDir})
+	return mailer, sendTimeout, err
 }
 
 // unmarshalMail parses the mail block of the accounts option:
