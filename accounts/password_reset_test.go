@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/caddyaccounts/gateway/internal/smtptest"
+	"github.com/caddyaccounts/gateway/internal/testcheck"
 	"github.com/caddyaccounts/gateway/mail"
 )
 
@@ -371,7 +372,7 @@ func TestMailRequestsRevealNothing(t *testing.T) {
 // row of the outbox ended as sent or, for no recipient, dropped.
 func outboxSettled(t *testing.T, env *testEnv, sent, dropped int) {
 	t.Helper()
-	within(t, 5*time.Second, func() string {
+	testcheck.Eventually(t, 5*time.Second, func() string {
 		var pending, gotSent, gotDropped, other int
 		if err := env.db.QueryRow(context.Background(), `SELECT count(*) FILTER (WHERE state = 'pending'),
 			count(*) FILTER (WHERE state = 'sent'), count(*) FILTER (WHERE state = 'dropped'),
@@ -538,7 +539,7 @@ func TestOutboxRetriesUntilTheServerIsBack(t *testing.T) {
 	_, adminToken := env.admin("ops@example.com")
 	srv.Stop()
 	u := env.register("patient@example.com", "Secret!pw1")
-	within(t, 5*time.Second, func() string {
+	testcheck.Eventually(t, 5*time.Second, func() string {
 		st := mailStatusOf(t, env, adminToken)
 		var lastError *string
 		_ = env.db.QueryRow(context.Background(), "SELECT last_error FROM mail_outbox WHERE user_id = $1", u.ID).Scan(&lastError)
@@ -567,7 +568,7 @@ func TestOutboxFailures(t *testing.T) {
 	_, adminToken := env.admin("ops@example.com")
 	srv.FailNext(smtptest.Rcpt, 1, 550)
 	u := env.register("bounce@example.com", "Secret!pw1")
-	within(t, 5*time.Second, func() string {
+	testcheck.Eventually(t, 5*time.Second, func() string {
 		if st := mailStatusOf(t, env, adminToken); st.FailedLastDay != 1 || st.LastFailure == nil || !strings.Contains(st.LastFailure.Reason, "550") ||
 			st.LastFailure.Kind != "verify_email" || st.LastFailure.UserID == nil || *st.LastFailure.UserID != u.ID {
 			return fmt.Sprintf("status %+v", st)
@@ -576,7 +577,7 @@ func TestOutboxFailures(t *testing.T) {
 	})
 	srv.Stop()
 	v := env.register("gone@example.com", "Secret!pw1")
-	within(t, 5*time.Second, func() string {
+	testcheck.Eventually(t, 5*time.Second, func() string {
 		if st := mailStatusOf(t, env, adminToken); st.FailedLastDay != 2 || st.Pending != 0 || !strings.HasPrefix(st.LastFailure.Reason, "gave up after ") {
 			return fmt.Sprintf("status %+v", st)
 		}
@@ -619,21 +620,5 @@ func TestOutboxSharedByInstances(t *testing.T) {
 			t.Fatalf("%s got two mails", m.To[0])
 		}
 		seen[m.To[0]] = true
-	}
-}
-
-// within retries check until it returns "" or timeout passes.
-func within(t *testing.T, timeout time.Duration, check func() string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		msg := check()
-		if msg == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", timeout, msg)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

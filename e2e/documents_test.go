@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -125,19 +123,8 @@ func TestDocumentsReplaceClientUserID(t *testing.T) {
 // use (here a header_up added to the project's documents proxy).
 func TestDocumentsUserPlaceholders(t *testing.T) {
 	t.Parallel()
-	raw, err := os.ReadFile(filepath.Join(repoRoot, "Caddyfile"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	const proxy = "reverse_proxy @documents {$DOC_SERVICE:doc-service:8001} {\n"
-	if strings.Count(string(raw), proxy) != 1 {
-		t.Fatalf("the project's Caddyfile has no single %q", proxy)
-	}
-	text := strings.Replace(string(raw), proxy, proxy+"\t\theader_up X-Auth-User \"{http.auth.user.id} {http.auth.user.email} {http.auth.user.role}\"\n", 1)
-	caddyfile := filepath.Join(t.TempDir(), "Caddyfile")
-	if err := os.WriteFile(caddyfile, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	caddyfile := caddyfileWithLines(t, "\treverse_proxy @documents {$DOC_SERVICE:doc-service:8001} {",
+		`header_up X-Auth-User "{http.auth.user.id} {http.auth.user.email} {http.auth.user.role}"`)
 	g := startGateway(t, GatewayOptions{Caddyfile: caddyfile})
 	c := g.Client(t)
 	u, _, token := c.NewUser()

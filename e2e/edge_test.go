@@ -140,15 +140,24 @@ func h2cUpgrade(path, token string) []string {
 // (Caddyfile lines) added to its accounts_auth block.
 func caddyfileWithAuthOptions(tb testing.TB, opts string) string {
 	tb.Helper()
+	return caddyfileWithLines(tb, "\taccounts_auth @documents {", opts)
+}
+
+// caddyfileWithLines writes the project's Caddyfile with lines added
+// after its one line `after` (whole, with its indentation), one tab
+// deeper, and returns its path.
+func caddyfileWithLines(tb testing.TB, after, lines string) string {
+	tb.Helper()
 	raw, err := os.ReadFile(filepath.Join(repoRoot, "Caddyfile"))
 	if err != nil {
 		tb.Fatal(err)
 	}
-	const line = "\n\taccounts_auth @documents {\n"
+	line := "\n" + after + "\n"
 	if strings.Count(string(raw), line) != 1 {
-		tb.Fatalf("the project's Caddyfile has no single %q line", strings.TrimSpace(line))
+		tb.Fatalf("the project's Caddyfile has no single %q line", strings.TrimSpace(after))
 	}
-	text := strings.Replace(string(raw), line, line+indentLines(opts, "\t\t"), 1)
+	indent := after[:len(after)-len(strings.TrimLeft(after, "\t"))] + "\t"
+	text := strings.Replace(string(raw), line, line+indentLines(lines, indent), 1)
 	path := filepath.Join(tb.TempDir(), "Caddyfile")
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		tb.Fatal(err)

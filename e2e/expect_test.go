@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/caddyaccounts/gateway/internal/apitest"
+	"github.com/caddyaccounts/gateway/internal/testcheck"
 )
 
 // Assertions on responses: the vocabulary is internal/apitest's
@@ -104,20 +105,9 @@ func truncate(b []byte, n int) string {
 	return string(b)
 }
 
-// eventually retries check until it returns "" or timeout passes, then
-// fails tb with its last message. For effects that travel through the
-// database's notifications, which are asynchronous.
+// eventually is testcheck.Eventually: effects that travel through the
+// database's notifications are asynchronous.
 func eventually(tb testing.TB, timeout time.Duration, check func() string) {
 	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		msg := check()
-		if msg == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("after %v: %s", timeout, msg)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+	testcheck.Eventually(tb, timeout, check)
 }

@@ -183,20 +183,7 @@ func decodeMailUser(t *testing.T, r *Response) apiUser {
 // (Caddyfile lines) added to its accounts global option.
 func caddyfileWithAccountsOptions(tb testing.TB, opts string) string {
 	tb.Helper()
-	raw, err := os.ReadFile(filepath.Join(repoRoot, "Caddyfile"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	const line = "\n\taccounts {\n"
-	if strings.Count(string(raw), line) != 1 {
-		tb.Fatalf("the project's Caddyfile has no single %q line", strings.TrimSpace(line))
-	}
-	text := strings.Replace(string(raw), line, line+indentLines(opts, "\t\t"), 1)
-	path := filepath.Join(tb.TempDir(), "Caddyfile")
-	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
-		tb.Fatal(err)
-	}
-	return path
+	return caddyfileWithLines(tb, "\taccounts {", opts)
 }
 
 // TestMailVerifyAndReset: register, read the verification mail, follow

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap/zaptest/observer"
 )
@@ -58,5 +59,23 @@ func NoSecretInLogs(t testing.TB, logs *observer.ObservedLogs, secrets ...string
 				t.Fatalf("a secret is in the log: %s", text)
 			}
 		}
+	}
+}
+
+// Eventually retries check until it returns "" or timeout passes, then
+// fails tb with check's last message. For effects that travel
+// asynchronously: the database's notifications, a mail queue.
+func Eventually(tb testing.TB, timeout time.Duration, check func() string) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		msg := check()
+		if msg == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("after %v: %s", timeout, msg)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
