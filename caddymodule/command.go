@@ -254,27 +254,18 @@ the password policy.`,
 		if password == "" {
 			return errors.New("no password on standard input")
 		}
-		app, err := appFromConfig(*config, *adapter)
-		if err != nil {
-			return err
-		}
-		ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Minute)
-		defer cancel()
-		svc, closeDB, err := openService(ctx, app)
-		if err != nil {
-			return err
-		}
-		defer closeDB()
-		u, created, err := svc.CreateAdmin(ctx, *email, password)
-		if err != nil {
-			return err
-		}
-		verb := "promoted"
-		if created {
-			verb = "created"
-		}
-		fmt.Fprintf(cmd.OutOrStdout(), "%s admin %s (%s)\n", verb, u.Email, u.ID)
-		return nil
+		return withService(cmd, *config, *adapter, func(ctx context.Context, svc *accounts.Service) error {
+			u, created, err := svc.CreateAdmin(ctx, *email, password)
+			if err != nil {
+				return err
+			}
+			verb := "promoted"
+			if created {
+				verb = "created"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s admin %s (%s)\n", verb, u.Email, u.ID)
+			return nil
+		})
 	}
 	return cmd
 }

@@ -78,6 +78,30 @@ export function field({ name, label, type = "text", value, autocomplete, require
   return wrap;
 }
 
+/** The new password and its confirmation, with the policy as a hint. */
+export function newPasswordFields() {
+  return [
+    field({
+      name: "new_password",
+      label: "New password",
+      type: "password",
+      autocomplete: "new-password",
+      required: true,
+      hint: "8 to 128 characters, with an uppercase letter and a character that is not a letter or digit.",
+    }),
+    field({ name: "confirm", label: "New password again", type: "password", autocomplete: "new-password", required: true }),
+  ];
+}
+
+/** Whether the two new passwords of a form agree; if not, it says so at the second. */
+export function passwordsAgree(form, data) {
+  if (data.get("new_password") === data.get("confirm")) {
+    return true;
+  }
+  fieldError(form, "confirm", "The two passwords differ.");
+  return false;
+}
+
 /** The message line of a form: errors (role=alert) or news (role=status). */
 export function messageLine() {
   return h("div", { class: "form-message", role: "alert", hidden: true });

@@ -1,5 +1,5 @@
 import { api } from "../api.js";
-import { clearErrors, field, fieldError, form, heading, onSubmit, say, statusLine } from "../dom.js";
+import { clearErrors, field, form, heading, newPasswordFields, onSubmit, passwordsAgree, say, statusLine } from "../dom.js";
 
 export const title = "Change password";
 
@@ -8,22 +8,13 @@ export function render(main) {
   const f = form(
     [
       field({ name: "current_password", label: "Current password", type: "password", autocomplete: "current-password", required: true }),
-      field({
-        name: "new_password",
-        label: "New password",
-        type: "password",
-        autocomplete: "new-password",
-        required: true,
-        hint: "8 to 128 characters, with an uppercase letter and a character that is not a letter or digit.",
-      }),
-      field({ name: "confirm", label: "New password again", type: "password", autocomplete: "new-password", required: true }),
+      ...newPasswordFields(),
     ],
     "Change password",
   );
   onSubmit(f, async (data) => {
     say(done, "");
-    if (data.get("new_password") !== data.get("confirm")) {
-      fieldError(f, "confirm", "The two passwords differ.");
+    if (!passwordsAgree(f, data)) {
       return;
     }
     await api("POST", "/api/users/me/password", {

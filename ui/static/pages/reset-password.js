@@ -1,5 +1,5 @@
 import { api } from "../api.js";
-import { field, fieldError, form, h, heading, link, onSubmit, takeFragmentToken } from "../dom.js";
+import { form, h, heading, link, newPasswordFields, onSubmit, passwordsAgree, takeFragmentToken } from "../dom.js";
 
 export const title = "Choose a new password";
 
@@ -18,21 +18,12 @@ export function render(main) {
   }
   const f = form(
     [
-      field({
-        name: "new_password",
-        label: "New password",
-        type: "password",
-        autocomplete: "new-password",
-        required: true,
-        hint: "8 to 128 characters, with an uppercase letter and a character that is not a letter or digit.",
-      }),
-      field({ name: "confirm", label: "New password again", type: "password", autocomplete: "new-password", required: true }),
+      ...newPasswordFields(),
     ],
     "Set password",
   );
   onSubmit(f, async (data) => {
-    if (data.get("new_password") !== data.get("confirm")) {
-      fieldError(f, "confirm", "The two passwords differ.");
+    if (!passwordsAgree(f, data)) {
       return;
     }
     await api("POST", "/api/auth/password-reset/confirm", {
