@@ -58,18 +58,21 @@ export function showProblem(line, err) {
  * an error goes to the problem line.
  */
 export function onClick(button, line, fn) {
-  button.addEventListener("click", async () => {
-    button.disabled = true;
-    showProblem(line, null);
-    try {
-      await fn();
-    } catch (err) {
-      showProblem(line, err);
-    } finally {
-      button.disabled = false;
-    }
-  });
+  button.addEventListener("click", () => run(button, line, fn));
   return button;
+}
+
+// run runs fn with button disabled meanwhile, its error on line.
+async function run(button, line, fn) {
+  button.disabled = true;
+  showProblem(line, null);
+  try {
+    await fn();
+  } catch (err) {
+    showProblem(line, err);
+  } finally {
+    button.disabled = false;
+  }
 }
 
 /**
@@ -93,15 +96,7 @@ export function confirmButton(text, confirmText, line, fn, props = {}) {
       return;
     }
     disarm();
-    button.disabled = true;
-    showProblem(line, null);
-    try {
-      await fn();
-    } catch (err) {
-      showProblem(line, err);
-    } finally {
-      button.disabled = false;
-    }
+    await run(button, line, fn);
   });
   button.addEventListener("blur", () => armed && disarm());
   return button;
